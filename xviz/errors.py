@@ -1,0 +1,21 @@
+"""Exception types, one per failure family, with messages a user can act on."""
+
+
+class XvizError(Exception):
+    """Base class of every error xviz raises on purpose."""
+
+
+class WeightsError(XvizError):
+    """Weights could not be found, downloaded, verified or loaded."""
+
+
+class ImageError(XvizError):
+    """An input could not be read as an image or breaks the input limits."""
+
+
+class AnalysisError(XvizError):
+    """An analysis, attribution or ablation could not be computed."""
+
+
+class Cancelled(XvizError):
+    """A long computation was cancelled by its caller."""
