@@ -76,7 +76,8 @@ BLOCK_SPECS: tuple[BlockSpec, ...] = (
 )
 BLOCKS: dict[str, BlockSpec] = {spec.name: spec for spec in BLOCK_SPECS}
 FLOWS: dict[str, tuple[str, ...]] = {
-    flow: tuple(s.name for s in BLOCK_SPECS if s.flow == flow) for flow in ("entry", "middle", "exit")
+    flow: tuple(s.name for s in BLOCK_SPECS if s.flow == flow)
+    for flow in ("entry", "middle", "exit")
 }
 SEPCONV_NAMES: tuple[str, ...] = tuple(name for s in BLOCK_SPECS for name, _, _ in s.sepconvs)
 SEPCONV_BLOCK: dict[str, str] = {name: s.name for s in BLOCK_SPECS for name, _, _ in s.sepconvs}
@@ -188,8 +189,10 @@ class SeparableBlock(nn.Module):
         super().__init__()
         self.spec = spec
         self.act_after = spec.name == "block14"
-        self.sepconv_names = tuple(name.removeprefix(f"{spec.name}_") for name, _, _ in spec.sepconvs)
-        for short, (_, c_in, c_out) in zip(self.sepconv_names, spec.sepconvs):
+        self.sepconv_names = tuple(
+            name.removeprefix(f"{spec.name}_") for name, _, _ in spec.sepconvs
+        )
+        for short, (_, c_in, c_out) in zip(self.sepconv_names, spec.sepconvs, strict=True):
             has_act = self.act_after or not (spec.name == "block2" and short == "sepconv1")
             if has_act and not self.act_after:
                 self.add_module(f"{short}_act", nn.ReLU())
@@ -297,7 +300,7 @@ class Xception(nn.Module):
 
     @property
     def convs(self) -> OrderedDict[str, nn.Conv2d]:
-        """The plain convolutions: block1's two and the 4 residual 1x1 convs (``block2_residual``)."""
+        """Plain convs: block1_conv1, block1_conv2 and the residual 1x1 convs (block2_residual)."""
         out: OrderedDict[str, nn.Conv2d] = OrderedDict(
             block1_conv1=self.block1.conv1, block1_conv2=self.block1.conv2
         )
