@@ -11,6 +11,7 @@ from xviz.model import (
     MaxPoolSame,
     SeparableConv2d,
     Xception,
+    block_shapes,
     tf_same_pads,
 )
 
@@ -178,3 +179,13 @@ def test_rejects_unknown_options():
         Xception(padding="same")
     with pytest.raises(ValueError, match="head"):
         Xception(head="cifar")
+
+
+@pytest.mark.parametrize(("size", "column"), [(299, 1), (150, 2)])
+def test_block_shapes_without_a_run_match_reference_table(size, column):
+    shapes = block_shapes(size)
+    assert list(shapes) == list(REFERENCE_BLOCKS)
+    for name, (channels, h, w) in shapes.items():
+        assert (channels, h, w) == (REFERENCE_BLOCKS[name][0],) + (
+            REFERENCE_BLOCKS[name][column],
+        ) * 2

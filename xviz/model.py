@@ -92,6 +92,17 @@ def tf_same_pads(size: int, kernel: int, stride: int) -> tuple[int, int]:
     return total // 2, total - total // 2
 
 
+def block_shapes(size: int) -> OrderedDict[str, tuple[int, int, int]]:
+    """Output shape ``(C, H, W)`` of every block for a ``size`` x ``size`` input, without a run."""
+    side = (size - 3) // 2 + 1 - 2  # block1: 3x3 stride-2 'valid', then 3x3 'valid'
+    shapes: OrderedDict[str, tuple[int, int, int]] = OrderedDict()
+    for spec in BLOCK_SPECS:
+        if spec.pool:
+            side = math.ceil(side / 2)  # stride-2 'same' pool; the symmetric pool agrees
+        shapes[spec.name] = (spec.out_channels, side, side)
+    return shapes
+
+
 class SeparableConv2d(nn.Module):
     """Depthwise 3x3 conv (one filter per input channel) then pointwise 1x1 conv, no bias.
 
