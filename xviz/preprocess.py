@@ -1,0 +1,338 @@
+"""Image -> model input: decode safely, convert to 8-bit RGB, resize, scale to [-1, 1].
+
+Pipeline (one place for each step):
+    load_image   file / bytes / PIL / numpy -> PIL RGB, within the limits below
+    to_display   PIL RGB -> (S, S, 3) uint8, the exact pixels the model sees (overlays use it)
+    from_uint8   (N, H, W, 3) uint8 -> (N, 3, H, W) float32, Keras 'tf' mode x / 127.5 - 1
+    to_tensor    to_display + from_uint8
+    preprocess   load_image + to_tensor, or a validated pass-through for ready tensors
+
+Decisions (each one a user can see, so each is explicit):
+- Resize: bicubic (PIL `Image.BICUBIC`, antialiased when shrinking) straight to S x S, with no
+  crop and no padding. The whole picture reaches the model; other aspect ratios are squashed.
+  Keras' Xception examples resize the whole image the same way; timm's crop_pct 0.8975 centre
+  crop is deliberately not used, so an object near the border is never cut off.
+- Transparency is composited on white, the colour a browser shows behind it.
+- Animations (GIF, WebP, APNG) and multi-page files (TIFF, MPO) give their first frame.
+- EXIF orientation is applied, so a phone photo is seen upright, as a person sees it.
+- Sample scaling to 8 bits (rounded to nearest):
+    PIL modes I;16, I;16B, I;16L, I;16N   16-bit: v * 255 / 65535 (= v / 257)
+    PIL mode I (32-bit integer)            taken as 16-bit, clipped to 0..65535: in practice it
+                                           holds 16-bit greyscale (TIFF, older Pillow PNGs)
+    PIL mode F (32-bit float)              no file convention exists, so by its maximum:
+                                           <= 1 -> [0, 1]; <= 255 -> [0, 255]; else [0, 65535];
+                                           negatives clip to 0
+    numpy bool                             False -> 0, True -> 255
+    numpy uint8                            unchanged
+    numpy uint16                           16-bit, as for I;16
+    numpy other integers                   must hold 0..255 (refused otherwise): an int64 array
+                                           from Python literals is 8-bit data, and scaling it
+                                           by the dtype's maximum would make it black
+    numpy floats                           [0, 1] (the scikit-image convention), clipped
+  NaN or infinite samples are refused.
+- No minimum size: a 1 x 1 image is accepted and upsampled to a constant image.
+"""
+
+import io
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from xviz.errors import ImageError
+
+# Files larger than this are refused before reading: a phone photo is 2-10 MB.
+MAX_FILE_BYTES = 20 * 1024 * 1024
+# Checked on the size the header declares, before decoding: far below Pillow's own bomb limit
+# (89 M pixels warns, 179 M raises), so a small file declaring a huge image costs nothing.
+MAX_PIXELS = 40_000_000
+# Longer side / shorter side. The model sees a square, so a 3333:1 strip would be squashed
+# into unrecognisable texture; up to 50:1 (a wide panorama) still makes sense.
+MAX_ASPECT_RATIO = 50
+# Pillow format ids tried when opening. Passing them to `Image.open(formats=...)` also keeps
+# Pillow's riskier plugins (EPS runs Ghostscript) away from uploads. "JPEG" covers MPO photos.
+ACCEPTED_FORMATS: tuple[str, ...] = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF")
+# Accepted tensors may exceed [-1, 1] by float rounding only; an ImageNet-normalised tensor
+# (about [-2.1, 2.6]) or a 0-255 one is refused.
+TENSOR_RANGE_TOLERANCE = 1e-3
+
+ImageInput = Image.Image | str | os.PathLike | bytes | bytearray | np.ndarray
+
+_WHITE = (255, 255, 255, 255)
+_SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N")
+_HEIF_BRANDS = (b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1")
+_TRY_INSTEAD = "Try a PNG or JPEG."
+
+
+def load_image(image: ImageInput | None) -> Image.Image:
+    """Read `image` as an 8-bit RGB PIL image, upright, first frame, alpha on white.
+
+    Args:
+        image: a PIL image (any mode), a file path, the bytes of a file, or a numpy array
+            (H, W), (H, W, 1), (H, W, 3) or (H, W, 4); see the module docstring for dtypes.
+
+    Returns:
+        A new PIL image in mode "RGB" of the input's (EXIF-rotated) size.
+
+    Raises:
+        ImageError: the input is missing, not a readable image, damaged or over the limits.
+    """
+    if image is None:
+        raise ImageError("No image was given. Upload a picture first.")
+    if isinstance(image, np.ndarray):
+        return _from_array(image)
+    if isinstance(image, Image.Image):
+        with _decoding(head=b""):
+            _check_size(*image.size)
+            return _normalise(image)
+    if isinstance(image, (str, os.PathLike)):
+        image = _read_file(Path(image))
+    if isinstance(image, (bytes, bytearray)):
+        return _decode(bytes(image))
+    raise TypeError(
+        f"load_image takes a PIL image, a path, bytes or a numpy array, not {type(image).__name__}"
+    )
+
+
+def to_display(img: Image.Image, size: int) -> np.ndarray:
+    """The resized image the model sees, for overlays: (size, size, 3) uint8.
+
+    `img` must be RGB (use `load_image`); the resize is bicubic to a square, with no crop.
+    """
+    if img.mode != "RGB":
+        raise ValueError(f"to_display needs an RGB image (use load_image), got mode {img.mode}")
+    if size < 1:
+        raise ValueError(f"size must be a positive number of pixels, got {size}")
+    resized = img.resize((size, size), Image.BICUBIC)
+    return np.array(resized, dtype=np.uint8)  # (S, S, 3), a writable copy for overlays
+
+
+def from_uint8(array: np.ndarray) -> torch.Tensor:
+    """Keras `xception.preprocess_input` ('tf' mode): (N, H, W, 3) uint8 -> (N, 3, H, W) float32.
+
+    Computes exactly `x.astype(float32) / 127.5 - 1` in float32, the same operations Keras
+    runs, so outputs can be compared with Keras fixtures bit for bit.
+    """
+    if array.dtype != np.uint8 or array.ndim != 4 or array.shape[-1] != 3:
+        raise ValueError(f"from_uint8 needs (N, H, W, 3) uint8, got {array.shape} {array.dtype}")
+    scaled = array.astype(np.float32) / np.float32(127.5) - np.float32(1.0)  # (N, H, W, 3)
+    return torch.from_numpy(scaled).permute(0, 3, 1, 2).contiguous()  # (N, 3, H, W)
+
+
+def to_tensor(img: Image.Image, size: int) -> torch.Tensor:
+    """RGB PIL image -> model input (1, 3, size, size) float32 in [-1, 1]."""
+    return from_uint8(to_display(img, size)[np.newaxis])
+
+
+def preprocess(image: ImageInput | torch.Tensor | None, size: int = 299) -> torch.Tensor:
+    """Any accepted image -> model input (1, 3, size, size) float32 in [-1, 1] on the CPU.
+
+    A torch tensor is taken as already preprocessed: (3, S, S) or (1, 3, S, S) with S == size,
+    floating point, finite, within [-1, 1]. It is returned as a float32 batched copy.
+    """
+    if isinstance(image, torch.Tensor):
+        return _check_tensor(image, size)
+    return to_tensor(load_image(image), size)
+
+
+def _check_tensor(tensor: torch.Tensor, size: int) -> torch.Tensor:
+    """Validate an already preprocessed tensor and return it as (1, 3, S, S) float32."""
+    batched = tensor.unsqueeze(0) if tensor.dim() == 3 else tensor
+    if tuple(batched.shape) != (1, 3, size, size):
+        raise ImageError(
+            f"A tensor input must have shape (3, {size}, {size}) or (1, 3, {size}, {size}), "
+            f"got {tuple(tensor.shape)}."
+        )
+    if not tensor.is_floating_point():
+        raise ImageError(
+            f"A tensor input must be floating point in [-1, 1], got {tensor.dtype}. "
+            "Pass the image itself to have it scaled."
+        )
+    batched = batched.detach().to(device="cpu", dtype=torch.float32, copy=True)
+    if not torch.isfinite(batched).all():
+        raise ImageError("A tensor input contains NaN or infinite values.")
+    low, high = batched.min().item(), batched.max().item()
+    limit = 1 + TENSOR_RANGE_TOLERANCE
+    if low < -limit or high > limit:
+        raise ImageError(
+            f"A tensor input must hold values in [-1, 1] (x / 127.5 - 1), got [{low:.3g}, "
+            f"{high:.3g}]. Pass the image itself to have it scaled."
+        )
+    return batched
+
+
+def _read_file(path: Path) -> bytes:
+    """The bytes of the file at `path`, after checking it exists and is not too large."""
+    if not path.is_file():
+        raise ImageError(f"No image file at {path}.")
+    _check_file_bytes(path.stat().st_size)
+    return path.read_bytes()
+
+
+def _decode(data: bytes) -> Image.Image:
+    """Decode the bytes of an image file, refusing oversized images before decoding."""
+    _check_file_bytes(len(data))
+    with (
+        _decoding(head=data[:512]),
+        Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS) as opened,
+    ):
+        _check_size(*opened.size)  # header only: nothing decoded yet
+        return _normalise(opened)
+
+
+@contextmanager
+def _decoding(head: bytes) -> Iterator[None]:
+    """Turn Pillow's failures into ImageError; `head` (the file's first bytes) names the cause."""
+    try:
+        yield
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        # The warning arrives as an exception only when warnings are turned into errors.
+        raise ImageError(
+            "This image declares far more pixels than xviz opens "
+            f"(limit {MAX_PIXELS / 1e6:.0f} megapixels), so it was not decoded. "
+            "Scale it down first."
+        ) from error
+    except UnidentifiedImageError as error:
+        raise ImageError(
+            f"This file is not an image xviz can read ({_describe(head)}). {_TRY_INSTEAD}"
+        ) from error
+    except (OSError, ValueError, EOFError, SyntaxError) as error:
+        # LOAD_TRUNCATED_IMAGES stays off: a truncated file fails here rather than being
+        # half-decoded into grey.
+        raise ImageError(
+            f"This image file is damaged or incomplete ({error}). Try saving it again as PNG "
+            "or JPEG."
+        ) from error
+
+
+def _describe(head: bytes) -> str:
+    """A person's guess at what an unreadable file is, from its first bytes."""
+    if not head:
+        return "the file is empty"
+    stripped = head.lstrip()
+    if stripped.startswith((b"<svg", b"<?xml")) and b"<svg" in head:
+        return "it looks like an SVG drawing, which is vector graphics"
+    if head[4:8] == b"ftyp" and head[8:12] in _HEIF_BRANDS:
+        return "it looks like a HEIC/HEIF photo, the iPhone default; export it as JPEG"
+    if head[4:8] == b"ftyp" and head[8:12] in (b"avif", b"avis"):
+        return "it looks like an AVIF image"
+    if head.startswith(b"%PDF"):
+        return "it looks like a PDF document"
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        return "its format was not recognised"
+    if all(char.isprintable() or char.isspace() for char in text):
+        return "it looks like a text file"
+    return "its format was not recognised"
+
+
+def _check_file_bytes(n_bytes: int) -> None:
+    if n_bytes > MAX_FILE_BYTES:
+        raise ImageError(
+            f"This file is {n_bytes / 2**20:.1f} MB; xviz accepts files up to "
+            f"{MAX_FILE_BYTES / 2**20:.0f} MB. Save a smaller copy (e.g. a JPEG) first."
+        )
+
+
+def _check_size(width: int, height: int) -> None:
+    """Refuse images that are empty, too large or too elongated, from their declared size."""
+    if width < 1 or height < 1:
+        raise ImageError(f"This image is {width}x{height} pixels: it has no pixels.")
+    if width * height > MAX_PIXELS:
+        raise ImageError(
+            f"This image is {width}x{height} pixels ({width * height / 1e6:.0f} megapixels); "
+            f"xviz accepts up to {MAX_PIXELS / 1e6:.0f} megapixels. Scale it down first."
+        )
+    ratio = max(width, height) / min(width, height)
+    if ratio > MAX_ASPECT_RATIO:
+        raise ImageError(
+            f"This image is {width}x{height} pixels, a {ratio:.0f}:1 strip; xviz accepts aspect "
+            f"ratios up to {MAX_ASPECT_RATIO}:1 because the model sees a square and the strip "
+            "would be squashed beyond recognition. Crop it first."
+        )
+
+
+def _normalise(img: Image.Image) -> Image.Image:
+    """First frame, decoded, EXIF-rotated, as 8-bit RGB (a new image)."""
+    if getattr(img, "n_frames", 1) > 1:
+        img.seek(0)
+    img.load()  # decode now, inside the caller's error handling
+    return _to_rgb(ImageOps.exif_transpose(img))
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    """Any PIL mode -> 8-bit RGB; high-bit-depth modes scaled as the module docstring says."""
+    if img.mode in _SIXTEEN_BIT_MODES:
+        return _from_array(_scale_to_uint8(np.asarray(img), 65535))
+    if img.mode == "I":
+        return _from_array(_scale_to_uint8(np.clip(np.asarray(img), 0, 65535), 65535))
+    if img.mode == "F":
+        values = _finite(np.asarray(img))
+        peak = values.max()
+        full_scale = 1 if peak <= 1 else 255 if peak <= 255 else 65535
+        return _from_array(_scale_to_uint8(values, full_scale))
+    if "A" in img.mode or "a" in img.mode or "transparency" in img.info:
+        # LA, La, PA, RGBA, RGBa, and P / L / RGB with a transparent colour (tRNS).
+        rgba = _convert(img, "RGBA")
+        return Image.alpha_composite(Image.new("RGBA", img.size, _WHITE), rgba).convert("RGB")
+    return _convert(img, "RGB")
+
+
+def _convert(img: Image.Image, mode: str) -> Image.Image:
+    try:
+        return img.convert(mode)
+    except ValueError as error:
+        raise ImageError(
+            f"xviz cannot convert images in colour mode {img.mode} to RGB. {_TRY_INSTEAD}"
+        ) from error
+
+
+def _from_array(array: np.ndarray) -> Image.Image:
+    """(H, W), (H, W, 1), (H, W, 3) or (H, W, 4) array -> 8-bit RGB PIL image."""
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[:, :, 0]
+    if not (array.ndim == 2 or (array.ndim == 3 and array.shape[2] in (3, 4))):
+        raise ImageError(
+            f"An image array must be (H, W), (H, W, 1), (H, W, 3) or (H, W, 4); got {array.shape}."
+        )
+    _check_size(width=array.shape[1], height=array.shape[0])
+    pixels = np.ascontiguousarray(_array_to_uint8(array))
+    return _to_rgb(Image.fromarray(pixels))  # uint8 (H, W) -> L, (H, W, 3) -> RGB, 4 -> RGBA
+
+
+def _array_to_uint8(array: np.ndarray) -> np.ndarray:
+    """Scale samples to uint8 by dtype (rules in the module docstring)."""
+    if array.dtype == np.bool_:
+        return array.astype(np.uint8) * np.uint8(255)
+    if array.dtype == np.uint8:
+        return array
+    if array.dtype == np.uint16:
+        return _scale_to_uint8(array, 65535)
+    if np.issubdtype(array.dtype, np.integer):
+        low, high = array.min(), array.max()
+        if low < 0 or high > 255:
+            raise ImageError(
+                f"An {array.dtype} image array must hold values 0..255, got {low}..{high}. "
+                "Use uint16 for 16-bit data or floats in [0, 1]."
+            )
+        return array.astype(np.uint8)
+    if np.issubdtype(array.dtype, np.floating):
+        return _scale_to_uint8(_finite(array), 1)
+    raise ImageError(f"Image arrays of dtype {array.dtype} are not supported.")
+
+
+def _finite(values: np.ndarray) -> np.ndarray:
+    if not np.isfinite(values).all():
+        raise ImageError("This image contains NaN or infinite values.")
+    return values
+
+
+def _scale_to_uint8(values: np.ndarray, full_scale: float) -> np.ndarray:
+    """Map [0, full_scale] to 0..255, rounding to nearest; values outside are clipped."""
+    scaled = values.astype(np.float32) * np.float32(255 / full_scale)
+    return np.rint(np.clip(scaled, 0, 255)).astype(np.uint8)
