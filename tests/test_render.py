@@ -1,0 +1,273 @@
+import io
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+from PIL import Image
+
+from xviz.colormaps import apply, get_lut
+from xviz.render import (
+    channel_grid,
+    channel_order,
+    colorbar,
+    enlarge,
+    heatmap,
+    normalize,
+    overlay,
+    page,
+    to_png,
+)
+
+VIRIDIS = get_lut("viridis")
+INFERNO = get_lut("inferno")
+COOLWARM = get_lut("coolwarm")
+
+# Channel 0 spans 0..3, channel 1 spans 0..6.
+TWO = np.array([[[0, 1], [2, 3]], [[0, 2], [4, 6]]], dtype=np.float32)
+
+
+def rgb(image: Image.Image, x: int, y: int) -> tuple[int, int, int]:
+    return image.getpixel((x, y))
+
+
+# normalize
+
+
+def test_shared_scale_uses_one_range_for_all_channels():
+    expected = np.array([[[0, 1], [2, 3]], [[0, 2], [4, 6]]]) / 6
+    np.testing.assert_allclose(normalize(TWO, "shared"), expected, atol=1e-6)
+
+
+def test_channel_scale_gives_each_channel_its_own_range():
+    expected = np.array([[[0, 1], [2, 3]], [[0, 1], [2, 3]]]) / 3
+    np.testing.assert_allclose(normalize(TWO, "channel"), expected, atol=1e-6)
+
+
+def test_signed_maps_put_zero_at_the_middle():
+    maps = np.array([[[-2, 0], [1, 4]], [[-1, 0], [0, 0.5]]], dtype=np.float32)
+    # shared: symmetric range [-4, 4]; channel: [-4, 4] and [-1, 1].
+    shared = [[[0.25, 0.5], [0.625, 1.0]], [[0.375, 0.5], [0.5, 0.5625]]]
+    channel = [[[0.25, 0.5], [0.625, 1.0]], [[0.0, 0.5], [0.5, 0.75]]]
+    np.testing.assert_allclose(normalize(maps, "shared", signed=True), shared, atol=1e-6)
+    np.testing.assert_allclose(normalize(maps, "channel", signed=True), channel, atol=1e-6)
+
+
+@pytest.mark.parametrize("scale", ["shared", "channel"])
+def test_constant_maps_give_no_nan(scale):
+    zeros = np.zeros((2, 3, 3), dtype=np.float32)
+    fives = np.full((2, 3, 3), 5.0, dtype=np.float32)
+    np.testing.assert_array_equal(normalize(zeros, scale), 0.0)
+    np.testing.assert_array_equal(normalize(fives, scale), 0.0)
+    np.testing.assert_array_equal(normalize(zeros, scale, signed=True), 0.5)
+
+
+def test_a_constant_channel_beside_a_varying_one():
+    maps = np.stack([np.full((2, 2), 7.0), TWO[0]])
+    out = normalize(maps, "channel")
+    np.testing.assert_array_equal(out[0], 0.0)
+    np.testing.assert_allclose(out[1], TWO[0] / 3, atol=1e-6)
+
+
+def test_clip_percentile_cuts_outliers():
+    maps = np.arange(101, dtype=np.float32).reshape(1, 1, 101)
+    # 1st and 99th percentiles of 0..100 are 1 and 99.
+    out = normalize(maps, clip_percentile=99)[0, 0]
+    assert out[0] == out[1] == 0.0
+    assert out[99] == out[100] == 1.0
+    assert out[50] == pytest.approx(49 / 98)
+    # |-50..50| sorted is 0, 1, 1, 2, 2, ..., 50, 50: its 95th percentile is element 95 = 48.
+    signed = normalize(maps - 50, signed=True, clip_percentile=95)[0, 0]
+    assert signed[50] == 0.5
+    assert signed[100] == 1.0
+    assert signed[75] == pytest.approx(0.5 + 25 / (2 * 48))
+
+
+def test_normalize_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="C, H, W"):
+        normalize(np.zeros((3, 3)))
+    with pytest.raises(ValueError, match="scale"):
+        normalize(TWO, "global")
+    with pytest.raises(ValueError, match="clip_percentile"):
+        normalize(TWO, clip_percentile=30)
+
+
+@given(
+    arrays(np.float32, (3, 4, 5), elements=st.floats(-1e6, 1e6, width=32)),
+    st.sampled_from(["shared", "channel"]),
+    st.booleans(),
+    st.sampled_from([None, 99.5, 100]),
+)
+def test_normalize_always_lands_in_unit_range(maps, scale, signed, clip):
+    out = normalize(maps, scale, signed, clip)
+    assert out.shape == maps.shape
+    assert out.dtype == np.float32
+    assert np.all((out >= 0) & (out <= 1))
+
+
+# channel_order and page
+
+# mean, max, fraction > 0: ch0 (1, 3, 0.5), ch1 (2, 2, 1.0), ch2 (-2.5, 0, 0.0), ch3 = ch1.
+ORDER_MAPS = np.array([[[-1, 3]], [[2, 2]], [[-5, 0]], [[2, 2]]], dtype=np.float32)
+
+
+@pytest.mark.parametrize(
+    ("sort", "descending", "expected"),
+    [
+        ("index", True, [0, 1, 2, 3]),
+        ("index", False, [0, 1, 2, 3]),
+        ("mean", True, [1, 3, 0, 2]),
+        ("mean", False, [2, 0, 1, 3]),
+        ("max", True, [0, 1, 3, 2]),
+        ("positive", True, [1, 3, 0, 2]),
+        ("positive", False, [2, 0, 1, 3]),
+    ],
+)
+def test_channel_order(sort, descending, expected):
+    assert channel_order(ORDER_MAPS, sort, descending).tolist() == expected
+
+
+def test_channel_order_rejects_unknown_key():
+    with pytest.raises(ValueError, match="sort"):
+        channel_order(ORDER_MAPS, "median")
+
+
+def test_page_slices_and_clamps():
+    order = np.arange(130)[::-1]
+    indices, n_pages = page(order, 0)
+    assert n_pages == 3
+    assert indices.tolist() == list(range(129, 65, -1))
+    assert page(order, 2)[0].tolist() == [1, 0]
+    assert page(order, 7)[0].tolist() == [1, 0]
+    assert page(order, -3)[0].tolist() == indices.tolist()
+    assert page(order, 1, per_page=100)[0].tolist() == list(range(29, -1, -1))
+
+
+def test_page_of_nothing_is_one_empty_page():
+    indices, n_pages = page([], 4)
+    assert n_pages == 1
+    assert len(indices) == 0
+
+
+# channel_grid
+
+
+@pytest.mark.parametrize(
+    ("n", "columns", "size"),
+    [(10, 4, (4 * 33 + 3, 3 * 33 + 3)), (8, 4, (135, 2 * 33 + 3)), (3, 8, (3 * 33 + 3, 36))],
+)
+def test_grid_size_follows_tile_columns_and_pad(n, columns, size):
+    maps = np.random.default_rng(0).random((12, 5, 5), dtype=np.float32)
+    grid = channel_grid(maps, range(n), tile=30, columns=columns, pad=3)
+    assert grid.size == size
+    assert grid.mode == "RGB"
+
+
+def test_grid_tiles_show_lut_colours_in_nearest_blocks():
+    # tile 32 from 2x2 maps: each value is a 16x16 block; shared range 0..6.
+    grid = channel_grid(TWO, [1, 0], tile=32, columns=2, pad=2, labels=False)
+    lut_of = {v: tuple(VIRIDIS[min(int(v / 6 * 256), 255)]) for v in (0, 1, 2, 3, 4, 6)}
+    tile1 = {(2, 2): 0, (33, 2): 2, (2, 33): 4, (33, 33): 6}  # first tile is channel 1
+    tile0 = {(36, 2): 0, (67, 2): 1, (36, 33): 2, (67, 33): 3}
+    for (x, y), value in (tile1 | tile0).items():
+        assert rgb(grid, x, y) == lut_of[value], (x, y)
+    assert rgb(grid, 0, 0) == rgb(grid, 34, 10) == (255, 255, 255)
+
+
+def test_grid_labels_mark_the_top_left_corner_only():
+    maps = np.full((3, 4, 4), 2.0, dtype=np.float32)
+    plain = np.asarray(channel_grid(maps, [2], tile=64, labels=False))
+    labelled = np.asarray(channel_grid(maps, [2], tile=64, labels=True))
+    changed = np.argwhere((plain != labelled).any(axis=2))
+    assert len(changed) > 0
+    assert changed.min() >= 2  # inside the tile, not in the padding
+    assert changed.max() < 2 + 32  # within the tile's top-left quarter
+
+
+def test_grid_signed_defaults_to_diverging_with_zero_neutral():
+    maps = np.array([[[-1.0, 0.0], [0.0, 1.0]]], dtype=np.float32)
+    grid = channel_grid(maps, [0], signed=True, tile=32, labels=False)
+    assert rgb(grid, 2 + 16, 2) == tuple(COOLWARM[128])
+    assert rgb(grid, 2, 2) == tuple(COOLWARM[0])
+    assert rgb(grid, 33, 33) == tuple(COOLWARM[255])
+
+
+def test_grid_rejects_an_empty_page():
+    with pytest.raises(ValueError, match="no channels"):
+        channel_grid(TWO, [])
+
+
+# enlarge, overlay, heatmap, colorbar
+
+
+def test_enlarge_nearest_keeps_blocks_and_vmin_vmax():
+    image = enlarge(TWO[0], "viridis", size=8)
+    assert image.size == (8, 8)
+    assert rgb(image, 0, 0) == tuple(VIRIDIS[0])
+    assert rgb(image, 4, 0) == rgb(image, 7, 3) == tuple(VIRIDIS[85])  # 1/3 -> floor(256/3)
+    assert rgb(image, 7, 7) == tuple(VIRIDIS[255])
+    fixed = enlarge(TWO[0], "viridis", size=8, vmin=0, vmax=6)
+    assert rgb(fixed, 7, 7) == tuple(VIRIDIS[128])  # 3 of 0..6
+
+
+def test_enlarge_smooth_and_non_square():
+    smooth = enlarge(TWO[0], "magma", size=8, smooth=True)
+    assert smooth.size == (8, 8)
+    assert len(np.unique(np.asarray(smooth).reshape(-1, 3), axis=0)) > 4  # not four blocks
+    assert enlarge(np.zeros((2, 4)), size=8).size == (8, 4)
+
+
+def test_overlay_alpha_zero_is_the_image_and_one_is_the_coloured_map():
+    rng = np.random.default_rng(1)
+    image = rng.integers(0, 256, (6, 6, 3), dtype=np.uint8)
+    attr = rng.random((6, 6)).astype(np.float32)
+    np.testing.assert_array_equal(np.asarray(overlay(image, attr, alpha=0.0)), image)
+    coloured = apply((attr - attr.min()) / (attr.max() - attr.min()), "inferno")
+    full = overlay(image, attr, alpha=1.0, clip_percentile=None)
+    np.testing.assert_array_equal(np.asarray(full), coloured)
+
+
+def test_overlay_upsamples_the_map_to_the_image():
+    image = np.zeros((8, 8, 3), dtype=np.uint8)
+    out = overlay(image, TWO[0], alpha=1.0, clip_percentile=None)
+    assert out.size == (8, 8)
+    assert rgb(out, 0, 0) == tuple(INFERNO[0])
+    assert rgb(out, 7, 7) == tuple(INFERNO[255])
+
+
+def test_overlay_rejects_bad_inputs():
+    with pytest.raises(ValueError, match="uint8"):
+        overlay(np.zeros((4, 4, 3)), TWO[0])
+    with pytest.raises(ValueError, match="alpha"):
+        overlay(np.zeros((4, 4, 3), dtype=np.uint8), TWO[0], alpha=2)
+
+
+def test_heatmap_defaults():
+    attr = np.array([[-2.0, 0.0], [1.0, 2.0]], dtype=np.float32)
+    signed = heatmap(attr, signed=True, clip_percentile=None)
+    assert signed.size == (2, 2)
+    assert rgb(signed, 1, 0) == tuple(COOLWARM[128])
+    assert rgb(signed, 0, 0) == tuple(COOLWARM[0])
+    unsigned = heatmap(np.abs(attr), signed=False, clip_percentile=None)
+    assert rgb(unsigned, 1, 0) == tuple(INFERNO[0])
+    assert rgb(unsigned, 0, 0) == rgb(unsigned, 1, 1) == tuple(INFERNO[255])
+
+
+def test_colorbar_runs_from_first_to_last_colour():
+    bar = colorbar("coolwarm", -1.5, 1.5, width=200, height=10)
+    assert bar.size[0] == 200
+    assert bar.size[1] > 10  # room for the labels
+    assert rgb(bar, 0, 5) == tuple(COOLWARM[0])
+    assert rgb(bar, 199, 5) == tuple(COOLWARM[255])
+
+
+# to_png
+
+
+def test_png_round_trip():
+    grid = channel_grid(TWO, [0, 1], tile=24)
+    data = to_png(grid)
+    assert data.startswith(b"\x89PNG\r\n\x1a\n")
+    decoded = Image.open(io.BytesIO(data))
+    np.testing.assert_array_equal(np.asarray(decoded), np.asarray(grid))
