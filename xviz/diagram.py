@@ -5,9 +5,8 @@ from __future__ import annotations
 from html import escape
 
 from xviz.model import BLOCK_SPECS, block_shapes
+from xviz.plots import FLOW_COLORS  # one colour per flow, the same in every figure
 
-# One colour per flow, shared with the cost figures so a flow reads the same everywhere.
-FLOW_COLORS: dict[str, str] = {"entry": "#1f77b4", "middle": "#2ca02c", "exit": "#d62728"}
 FLOW_TITLES = {
     "entry": "Entry flow",
     "middle": "Middle flow (8 identical blocks)",
