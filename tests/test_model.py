@@ -189,3 +189,20 @@ def test_block_shapes_without_a_run_match_reference_table(size, column):
         assert (channels, h, w) == (REFERENCE_BLOCKS[name][0],) + (
             REFERENCE_BLOCKS[name][column],
         ) * 2
+
+
+def test_keras_pool_equals_explicit_tf_padding_at_every_side():
+    """The pool's fast path (PyTorch padding / ceil_mode) against TF's rule spelt out."""
+    torch.manual_seed(0)
+    for height in range(3, 24):
+        for width in (height, height + 1):
+            x = torch.randn(1, 2, height, width) - 5  # all negative: padding must never win
+            total_h = max((-(-height // 2) - 1) * 2 + 3 - height, 0)
+            total_w = max((-(-width // 2) - 1) * 2 + 3 - width, 0)
+            padded = nn.functional.pad(
+                x,
+                (total_w // 2, total_w - total_w // 2, total_h // 2, total_h - total_h // 2),
+                value=float("-inf"),
+            )
+            expected = nn.functional.max_pool2d(padded, 3, 2)
+            torch.testing.assert_close(MaxPoolSame("keras")(x), expected, rtol=0, atol=0)

@@ -1,5 +1,6 @@
 """Tests of xviz.preprocess: every input is generated here, expectations computed by hand."""
 
+import importlib
 import io
 import warnings
 import zlib
@@ -12,7 +13,6 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageFile
 
-from xviz import preprocess as preprocess_module
 from xviz.errors import ImageError
 from xviz.preprocess import (
     MAX_ASPECT_RATIO,
@@ -294,7 +294,9 @@ def test_none_is_a_clear_error() -> None:
 
 def test_file_over_byte_limit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = saved(tmp_path, Image.new("RGB", (64, 64)), "big.bmp")
-    monkeypatch.setattr(preprocess_module, "MAX_FILE_BYTES", 1000)
+    # The module, not the function ``xviz.preprocess`` that the package exports.
+    module = importlib.import_module("xviz.preprocess")
+    monkeypatch.setattr(module, "MAX_FILE_BYTES", 1000)
     with pytest.raises(ImageError, match="files up to"):
         load_image(path)
     with pytest.raises(ImageError, match="files up to"):

@@ -1,10 +1,17 @@
 """xviz: see inside a pretrained Xception.
 
-Public API: ``load_model``, ``preprocess``, the model and its metadata, errors.
+Public API: ``load_model``, ``preprocess``, ``analyze``, ``attribute``, ``ablate``,
+``predict``, the model and its metadata, errors.
 """
 
+from xviz.ablation import Ablation, AblationResult, ablate, ablated
+from xviz.analysis import MAP_NAMES, Analysis, Map, Prediction, SepConvMaps, analyze
+from xviz.attribution import LAYER_METHODS, METHODS, Attribution, attribute
+from xviz.cache import AnalysisCache
 from xviz.devices import resolve_device
 from xviz.errors import AnalysisError, Cancelled, ImageError, WeightsError, XvizError
+from xviz.hooks import Capture, model_lock
+from xviz.inference import predict
 from xviz.model import BLOCK_SPECS, BLOCKS, FLOWS, SEPCONV_NAMES, Xception
 from xviz.preprocess import load_image, preprocess
 from xviz.weights import (
@@ -19,18 +26,36 @@ __all__ = [
     "BLOCKS",
     "BLOCK_SPECS",
     "FLOWS",
+    "LAYER_METHODS",
+    "MAP_NAMES",
+    "METHODS",
     "SEPCONV_NAMES",
     "WEIGHTS_NAMES",
+    "Ablation",
+    "AblationResult",
+    "Analysis",
+    "AnalysisCache",
     "AnalysisError",
+    "Attribution",
     "Cancelled",
+    "Capture",
     "ImageError",
+    "Map",
+    "Prediction",
+    "SepConvMaps",
     "WeightsError",
     "WeightsSource",
     "Xception",
     "XvizError",
+    "ablate",
+    "ablated",
+    "analyze",
+    "attribute",
     "load_image",
     "load_model",
     "locate_weights",
+    "model_lock",
+    "predict",
     "preprocess",
     "resolve_device",
     "save_safetensors",

@@ -151,11 +151,17 @@ class MaxPoolSame(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.padding == "symmetric":
             return F.max_pool2d(x, self.kernel_size, self.stride, padding=self.kernel_size // 2)
-        top, bottom = tf_same_pads(x.shape[-2], self.kernel_size, self.stride)
-        left, right = tf_same_pads(x.shape[-1], self.kernel_size, self.stride)
+        k, s = self.kernel_size, self.stride
+        top, bottom = tf_same_pads(x.shape[-2], k, s)
+        left, right = tf_same_pads(x.shape[-1], k, s)
+        if (top, bottom) == (left, right) and top <= k // 2 and bottom in (top, top + 1):
+            # PyTorch's own padding says the same without a padded copy: (p, p) is
+            # padding=p; (p, p + 1) adds ceil_mode, whose last window hangs over the edge
+            # and, like TF's -inf padding, never takes a value from outside.
+            return F.max_pool2d(x, k, s, padding=top, ceil_mode=bottom > top)
         # -inf so that padding never wins the max, as in TensorFlow.
         x = F.pad(x, (left, right, top, bottom), value=float("-inf"))
-        return F.max_pool2d(x, self.kernel_size, self.stride)
+        return F.max_pool2d(x, k, s)
 
     def extra_repr(self) -> str:
         return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding!r}"

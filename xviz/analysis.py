@@ -1,0 +1,490 @@
+"""One image through the network, everything captured: ``analyze(model, image) -> Analysis``.
+
+One forward pass with hooks records, for the image:
+
+- every separable convolution's two outputs, ``depthwise`` (M, H, W) and ``pointwise``
+  (N, H, W), before its BatchNorm: what each of the two convolutions computes;
+- the 6 plain convolutions (block1's two, the 4 residual 1x1 convs), before BatchNorm;
+- the output of each of the 14 blocks (after the residual add);
+- the logits, and from one backward pass the Grad-CAM of all 14 blocks for the target class.
+
+Each captured tensor becomes a :class:`Map`: per-channel statistics (mean, max, min, fraction
+of positive pixels) computed in float32, then the values stored compactly on the CPU as
+per-channel affine uint8 codes (or float16). A 299x299 analysis takes about 46 MB.
+
+Map names: ``"block5_sepconv1.depthwise"``, ``"block5_sepconv1.pointwise"``,
+``"block1_conv1"``, ``"block2_residual"``, ``"block5"`` (see :data:`MAP_NAMES`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any, Literal, NamedTuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from xviz.errors import AnalysisError
+from xviz.hooks import Capture, eval_mode, model_lock
+from xviz.model import BLOCK_SPECS, BLOCKS, SEPCONV_BLOCK, SEPCONV_NAMES, Xception
+
+Storage = Literal["uint8", "float16"]
+OrderKey = Literal["mean", "max", "min", "positive", "index"]
+STORAGES: tuple[str, ...] = ("uint8", "float16")
+ORDER_KEYS: tuple[str, ...] = ("mean", "max", "min", "positive", "index")
+MAP_KINDS: tuple[str, ...] = ("depthwise", "pointwise", "conv", "residual", "block")
+DEFAULT_SIZE = 299
+# Captum's LayerAttribution.interpolate mode used for the input-resolution Grad-CAM.
+GRADCAM_INTERPOLATION = "bilinear"
+
+
+def _map_names() -> tuple[str, ...]:
+    names = ["block1_conv1", "block1_conv2"]
+    for spec in BLOCK_SPECS:
+        for sepconv, _, _ in spec.sepconvs:
+            names += [f"{sepconv}.depthwise", f"{sepconv}.pointwise"]
+        if spec.residual == "conv":
+            names.append(f"{spec.name}_residual")
+        names.append(spec.name)
+    return tuple(names)
+
+
+MAP_NAMES: tuple[str, ...] = _map_names()
+"""All 88 captured maps in network order: 68 sepconv halves, 6 convs, 14 blocks."""
+
+
+def map_kind(name: str) -> str:
+    """``"depthwise"``, ``"pointwise"``, ``"conv"``, ``"residual"`` or ``"block"``."""
+    if name not in MAP_NAMES:
+        raise AnalysisError(f"Unknown map {name!r}: use e.g. 'block5_sepconv1.depthwise'.")
+    if "." in name:
+        return name.split(".")[1]
+    if name.endswith("_residual"):
+        return "residual"
+    return "conv" if "_conv" in name else "block"
+
+
+def map_channels(name: str) -> int:
+    """Number of channels of map ``name``, from the architecture."""
+    kind = map_kind(name)
+    if kind in ("depthwise", "pointwise"):
+        sepconv, half = name.split(".")
+        _, c_in, c_out = next(
+            entry for entry in BLOCKS[SEPCONV_BLOCK[sepconv]].sepconvs if entry[0] == sepconv
+        )
+        return c_in if half == "depthwise" else c_out
+    if kind == "conv":
+        return 32 if name == "block1_conv1" else 64
+    return BLOCKS[name.removesuffix("_residual")].out_channels
+
+
+def map_modules(model: Xception) -> OrderedDict[str, nn.Module]:
+    """Map name -> the module whose output is that map, in network order."""
+    sepconvs, convs, blocks = model.sepconvs, model.convs, model.blocks
+    out: OrderedDict[str, nn.Module] = OrderedDict()
+    for name in MAP_NAMES:
+        if "." in name:
+            sepconv, half = name.split(".")
+            out[name] = getattr(sepconvs[sepconv], half)
+        else:
+            out[name] = convs[name] if name in convs else blocks[name]
+    return out
+
+
+class Prediction(NamedTuple):
+    """One class of a top-k list."""
+
+    label: str
+    probability: float
+    index: int
+
+
+@dataclass(frozen=True, eq=False)
+class Map:
+    """One captured tensor of one image: (C, H, W), stored compactly, with channel statistics.
+
+    ``data`` holds uint8 codes (value = low + code * step, per channel) or float16 values.
+    Every stored value is within ``quantization_step / 2`` of the float32 original.
+    Statistics are of the float32 original.
+    """
+
+    name: str
+    kind: str
+    data: np.ndarray  # (C, H, W) uint8 or float16
+    low: np.ndarray  # (C,) float32, value of code 0 (zeros for float16)
+    quantization_step: np.ndarray  # (C,) float32
+    mean: np.ndarray  # (C,) float32
+    max: np.ndarray  # (C,) float32
+    min: np.ndarray  # (C,) float32
+    positive: np.ndarray  # (C,) float32, fraction of pixels > 0
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(self.data.shape)
+
+    @property
+    def num_channels(self) -> int:
+        return self.data.shape[0]
+
+    @property
+    def nbytes(self) -> int:
+        arrays = (self.data, self.low, self.quantization_step, self.mean, self.max, self.min)
+        return sum(a.nbytes for a in arrays) + self.positive.nbytes
+
+    def channels(self, indices: Any) -> np.ndarray:
+        """The dequantised maps of ``indices`` (any integer index array): (k, H, W) float32."""
+        idx = np.asarray(indices, dtype=np.intp).reshape(-1)
+        values = self.data[idx].astype(np.float32)
+        if self.data.dtype == np.uint8:
+            values *= self.quantization_step[idx, None, None]
+            values += self.low[idx, None, None]
+        return values
+
+    def channel(self, index: int) -> np.ndarray:
+        """One channel's map: (H, W) float32."""
+        return self.channels([index])[0]
+
+    def array(self) -> np.ndarray:
+        """All channels: (C, H, W) float32."""
+        return self.channels(np.arange(self.num_channels))
+
+    def order(self, by: OrderKey = "mean") -> np.ndarray:
+        """Channel indices sorted by a statistic, largest first (``"index"``: 0, 1, 2, ...)."""
+        if by == "index":
+            return np.arange(self.num_channels)
+        if by not in ORDER_KEYS:
+            raise AnalysisError(f"Cannot order channels by {by!r}: use one of {ORDER_KEYS}.")
+        # Stable sort on the negated statistic: ties keep channel order.
+        return np.argsort(-getattr(self, by), kind="stable")
+
+
+@dataclass(frozen=True, eq=False)
+class SepConvMaps:
+    """The two halves of one separable convolution for one image."""
+
+    name: str
+    block: str
+    depthwise: Map  # (M, H, W): one 3x3 filter per input channel
+    pointwise: Map  # (N, H, W): 1x1 mix of the depthwise channels
+
+
+@dataclass(frozen=True, eq=False)
+class Analysis:
+    """Everything :func:`analyze` recorded for one image; its arrays are read-only, so a
+    cached analysis can be shared between viewers and threads.
+
+    ``image`` is the (S, S, 3) uint8 picture the model saw. ``gradcam[block]`` is the
+    Grad-CAM of the target class at input resolution (S, S), ``gradcam_raw[block]`` the same
+    at the block's resolution (h, w), both float32, ReLU applied (as Captum's
+    ``LayerGradCam(..., relu_attributions=True)``).
+    """
+
+    image: np.ndarray  # (S, S, 3) uint8
+    size: int
+    weights: str
+    labels: list[str]
+    logits: np.ndarray  # (classes,) float32
+    probabilities: np.ndarray  # (classes,) float32
+    top: list[Prediction]
+    target: int
+    sepconvs: OrderedDict[str, SepConvMaps]
+    convs: OrderedDict[str, Map]
+    blocks: OrderedDict[str, Map]
+    gradcam_raw: OrderedDict[str, np.ndarray]  # block -> (h, w) float32
+    gradcam: OrderedDict[str, np.ndarray]  # block -> (S, S) float32
+    # sepconv name -> (scale, shift) of the BatchNorm after it, for sepconv_input.
+    bn_affine: dict[str, tuple[np.ndarray, np.ndarray]] = field(repr=False)
+    elapsed_s: float = 0.0
+
+    @property
+    def target_label(self) -> str:
+        return self.labels[self.target]
+
+    @property
+    def target_probability(self) -> float:
+        return float(self.probabilities[self.target])
+
+    @property
+    def maps(self) -> OrderedDict[str, Map]:
+        """All 88 maps by name (:data:`MAP_NAMES`), in network order."""
+        out: OrderedDict[str, Map] = OrderedDict()
+        for name in MAP_NAMES:
+            out[name] = self.map(name)
+        return out
+
+    def map(self, name: str) -> Map:
+        """The map called ``name`` (``"block5_sepconv1.depthwise"``, ``"block2_residual"``, ...)."""
+        kind = map_kind(name)
+        if kind in ("depthwise", "pointwise"):
+            sepconv, half = name.split(".")
+            return getattr(self.sepconvs[sepconv], half)
+        return self.convs[name] if kind in ("conv", "residual") else self.blocks[name]
+
+    def sepconv_input(self, name: str) -> np.ndarray:
+        """The tensor fed to ``name``'s depthwise conv, (M, H, W) float32, derived from stored maps.
+
+        Not captured separately (it would add a third of the storage): it is the previous
+        block's output (after a ReLU in blocks 3-13), or ReLU(BN(previous pointwise)). Its
+        error is that of the map it comes from, times the BN scale for the latter.
+        """
+        if name not in self.sepconvs:
+            raise AnalysisError(f"Unknown separable conv {name!r}: use e.g. 'block5_sepconv1'.")
+        block = SEPCONV_BLOCK[name]
+        index = SEPCONV_NAMES.index(name)
+        if name.endswith("_sepconv1"):
+            previous = self.blocks[BLOCK_SPECS[int(block.removeprefix("block")) - 2].name].array()
+            # block2 follows block1's ReLU; block14 starts without one (its ReLUs come after BN).
+            return previous if block in ("block2", "block14") else np.maximum(previous, 0)
+        previous_name = SEPCONV_NAMES[index - 1]
+        scale, shift = self.bn_affine[previous_name]
+        values = self.sepconvs[previous_name].pointwise.array()
+        return np.maximum(values * scale[:, None, None] + shift[:, None, None], 0)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by this analysis' arrays."""
+        arrays = [self.image, self.logits, self.probabilities]
+        arrays += [a for pair in self.bn_affine.values() for a in pair]
+        arrays += list(self.gradcam_raw.values()) + list(self.gradcam.values())
+        return sum(a.nbytes for a in arrays) + sum(m.nbytes for m in self.maps.values())
+
+
+def _read_only(array: np.ndarray) -> np.ndarray:
+    array.flags.writeable = False
+    return array
+
+
+def class_labels(model: Xception) -> list[str]:
+    """The model's class names, or ``"class i"`` when it has none."""
+    if model.labels and len(model.labels) == model.num_classes:
+        return list(model.labels)
+    return [f"class {i}" for i in range(model.num_classes)]
+
+
+def weights_name(model: Xception) -> str:
+    """The name of the model's weights source, ``"random"`` when it has none."""
+    return model.source.name if model.source is not None else "random"
+
+
+def input_size(model: Xception) -> int:
+    """The side the model's weights expect (299 when it has no weights source)."""
+    return model.source.input_size if model.source is not None else DEFAULT_SIZE
+
+
+def resolve_size(model: Xception, image: Any, size: int | None = None) -> int:
+    """The side an input is run at: ``size`` if given, else a tensor's own side, else the
+    side the model's weights expect."""
+    if size:
+        return size
+    if isinstance(image, torch.Tensor):
+        return image.shape[-1]
+    return input_size(model)
+
+
+def prepare_input(image: Any, size: int) -> tuple[torch.Tensor, np.ndarray]:
+    """Any image input -> (model input (1, 3, S, S) float32, display image (S, S, 3) uint8).
+
+    A tensor is taken as already preprocessed (values in [-1, 1]); its display image is
+    reconstructed as ``(x + 1) * 127.5``.
+    """
+    # Imported here: decoding images needs PIL, which tensor inputs never touch.
+    from xviz.preprocess import from_uint8, load_image, preprocess, to_display
+
+    if isinstance(image, torch.Tensor):
+        x = preprocess(image, size)
+        display = ((x[0] + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
+        return x, display.permute(1, 2, 0).contiguous().numpy()
+    display = to_display(load_image(image), size)
+    return from_uint8(display[np.newaxis]), display
+
+
+def resolve_target(target: int | str, labels: list[str]) -> int:
+    """A class index from an index or a label, checked against the model's classes."""
+    if isinstance(target, str):
+        if target not in labels:
+            raise AnalysisError(f"Unknown class {target!r}: it is not one of the model's labels.")
+        return labels.index(target)
+    index = int(target)
+    if not 0 <= index < len(labels):
+        raise AnalysisError(
+            f"Class index {index} is out of range: the model has {len(labels)} classes."
+        )
+    return index
+
+
+def top_predictions(probabilities: np.ndarray, labels: list[str], k: int) -> list[Prediction]:
+    """The ``k`` most probable classes, most probable first."""
+    order = np.argsort(-probabilities, kind="stable")[:k]
+    return [Prediction(labels[i], float(probabilities[i]), int(i)) for i in order]
+
+
+def to_map(name: str, tensor: torch.Tensor, storage: Storage = "uint8") -> Map:
+    """(C, H, W) float tensor -> :class:`Map` on the CPU: float32 statistics, compact values."""
+    values = tensor.detach().float()
+    channels = values.shape[0]
+    flat = values.reshape(channels, -1)  # (C, H*W)
+    low, high = torch.aminmax(flat, dim=1)
+    if not (torch.isfinite(low).all() and torch.isfinite(high).all()):
+        raise AnalysisError(f"The activations of {name} are not finite (NaN or infinity).")
+    mean = flat.mean(dim=1)
+    positive = (flat > 0).sum(dim=1, dtype=torch.float32) / flat.shape[1]
+    if storage == "uint8":
+        step = (high - low) / 255
+        inverse = torch.where(step > 0, 1 / step, torch.zeros_like(step))
+        # code = round((v - low) / step), as v * inverse + (0.5 - low * inverse) truncated.
+        offset = (0.5 - low * inverse).unsqueeze(1)
+        codes = torch.addcmul(offset, flat, inverse.unsqueeze(1)).to(torch.uint8)
+        data, stored_low = codes.reshape(values.shape), low
+    elif storage == "float16":
+        data = values.half().contiguous()
+        # Twice float16's largest rounding error for the channel's largest magnitude.
+        step = torch.maximum(high.abs(), low.abs()) * 2.0**-10
+        stored_low = torch.zeros_like(low)
+    else:
+        raise AnalysisError(f"Unknown storage {storage!r}: use one of {STORAGES}.")
+
+    def cpu(t: torch.Tensor) -> np.ndarray:
+        return _read_only(t.cpu().numpy())
+
+    return Map(
+        name=name,
+        kind=map_kind(name),
+        data=cpu(data),
+        low=cpu(stored_low),
+        quantization_step=cpu(step),
+        mean=cpu(mean),
+        max=cpu(high),
+        min=cpu(low),
+        positive=cpu(positive),
+    )
+
+
+def gradcam_from(activation: torch.Tensor, gradient: torch.Tensor) -> torch.Tensor:
+    """Grad-CAM as Captum's ``LayerGradCam(relu_attributions=True)``: (B, 1, h, w).
+
+    ReLU(sum over channels of (spatial mean of the gradient) x activation).
+    """
+    weights = gradient.mean(dim=(2, 3), keepdim=True)  # (B, C, 1, 1)
+    return F.relu((weights * activation).sum(dim=1, keepdim=True))
+
+
+def bn_affine(bn: nn.BatchNorm2d) -> tuple[np.ndarray, np.ndarray]:
+    """An eval-mode BatchNorm as ``y = x * scale + shift``: (C,), (C,) float32."""
+    scale = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps)
+    shift = bn.bias.detach() - bn.running_mean * scale
+    return _read_only(scale.float().cpu().numpy()), _read_only(shift.float().cpu().numpy())
+
+
+def model_device(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def analyze(
+    model: Xception,
+    image: Any,
+    target: int | str | None = None,
+    size: int | None = None,
+    top_k: int = 5,
+    storage: Storage = "uint8",
+) -> Analysis:
+    """Run one image through ``model`` and record every map and all 14 Grad-CAMs.
+
+    Args:
+        model: an :class:`Xception` with a classifier head.
+        image: a PIL image, a path, file bytes, an (H, W, 3) array, or a preprocessed tensor
+            (3, S, S) / (1, 3, S, S) in [-1, 1].
+        target: the class explained by Grad-CAM (index or label); default the top-1 class.
+        size: the side the image is resized to; default a tensor's own side, else the
+            weights' input size (else 299).
+        top_k: how many classes ``Analysis.top`` lists.
+        storage: ``"uint8"`` (per-channel affine codes, ~46 MB at 299) or ``"float16"``.
+
+    One forward pass (hooks keep every map, compacted on the fly, and the live block outputs)
+    and one backward pass from the target logit to the 14 block outputs. Holds the model's
+    lock (``xviz.hooks.model_lock``) throughout; the model is left as it was.
+    """
+    started = time.perf_counter()
+    if model.classifier is None:
+        raise AnalysisError("This model has no classifier head, so there is no class to explain.")
+    if storage not in STORAGES:
+        raise AnalysisError(f"Unknown storage {storage!r}: use one of {STORAGES}.")
+    size = resolve_size(model, image, size)
+    x, display = prepare_input(image, size)
+    labels = class_labels(model)
+
+    def keep_map(name: str, output: torch.Tensor) -> Map:
+        return to_map(name, output[0], storage)
+
+    def keep_live(name: str, output: torch.Tensor) -> torch.Tensor:
+        return output  # not a copy: autograd needs the tensor the graph was built on
+
+    with model_lock(model), eval_mode(model), torch.inference_mode(False), torch.enable_grad():
+        captured = Capture(map_modules(model), keep=keep_map)
+        live = Capture(model.blocks, keep=keep_live)
+        with captured, live:
+            # Requiring a gradient on the input makes every block output part of the graph
+            # even when the parameters are frozen; no gradient reaches it (or the weights).
+            # Channels-last activations make the convolutions ~20% faster on a CPU.
+            x = x.to(model_device(model)).contiguous(memory_format=torch.channels_last)
+            logits = model(x.requires_grad_(True))[0]  # (classes,)
+        index = int(logits.argmax()) if target is None else resolve_target(target, labels)
+        cams = _gradcams(logits[index], live.outputs)
+        affine = {name: bn_affine(_sepconv_bn(model, name)) for name in SEPCONV_NAMES}
+
+    logits = logits.detach().float().cpu()
+    probabilities = _read_only(torch.softmax(logits, dim=0).numpy())
+    maps: dict[str, Map] = captured.outputs
+    sepconvs = OrderedDict(
+        (
+            name,
+            SepConvMaps(
+                name, SEPCONV_BLOCK[name], maps[f"{name}.depthwise"], maps[f"{name}.pointwise"]
+            ),
+        )
+        for name in SEPCONV_NAMES
+    )
+    return Analysis(
+        image=_read_only(display),
+        size=size,
+        weights=weights_name(model),
+        labels=labels,
+        logits=_read_only(logits.numpy()),
+        probabilities=probabilities,
+        top=top_predictions(probabilities, labels, top_k),
+        target=index,
+        sepconvs=sepconvs,
+        convs=OrderedDict((name, maps[name]) for name in model.convs),
+        blocks=OrderedDict((name, maps[name]) for name in BLOCKS),
+        gradcam_raw=OrderedDict((name, _read_only(cam.numpy())) for name, cam in cams.items()),
+        gradcam=OrderedDict(
+            (name, _read_only(upsample(cam, size).numpy())) for name, cam in cams.items()
+        ),
+        bn_affine=affine,
+        elapsed_s=time.perf_counter() - started,
+    )
+
+
+def _gradcams(score: torch.Tensor, activations: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Grad-CAM (h, w) of every block from one backward pass of ``score`` (a logit)."""
+    names = list(BLOCKS)
+    gradients = torch.autograd.grad(score, [activations[name] for name in names])
+    with torch.no_grad():
+        return {
+            name: gradcam_from(activations[name], gradient)[0, 0].float().cpu()
+            for name, gradient in zip(names, gradients, strict=True)
+        }
+
+
+def upsample(cam: torch.Tensor, size: int) -> torch.Tensor:
+    """(h, w) -> (S, S), as Captum's ``LayerAttribution.interpolate(..., "bilinear")``."""
+    return F.interpolate(cam[None, None], (size, size), mode=GRADCAM_INTERPOLATION)[0, 0]
+
+
+def _sepconv_bn(model: Xception, name: str) -> nn.BatchNorm2d:
+    """The BatchNorm that follows separable conv ``name`` (``block5_sepconv1_bn``)."""
+    block = getattr(model, SEPCONV_BLOCK[name])
+    return getattr(block, f"{name.split('_', 1)[1]}_bn")
