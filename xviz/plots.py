@@ -527,3 +527,23 @@ def explain(M: int, N: int, D_K: int, D_G: int) -> str:
             f"{1 / ratio:.2f}× fewer multiply-adds (and params).",
         ]
     )
+
+
+def block_change_figure(
+    changes: dict[str, float], flows: dict[str, str], title: str, dark: bool = False
+) -> go.Figure:
+    """How far each block's output moved under an ablation: relative L2 change per block."""
+    names = list(changes)
+    values = [100 * changes[n] for n in names]
+    fig = go.Figure(
+        go.Bar(
+            x=names,
+            y=values,
+            marker_color=[FLOW_COLORS[flows[n]] for n in names],
+            hovertemplate="%{x}: output moved by %{y:.3g}% (relative L2)<extra></extra>",
+        )
+    )
+    _style(fig, title, dark, height=340)
+    fig.update_layout(margin={"l": 70, "r": 30, "t": 60, "b": 50}, showlegend=False)
+    fig.update_yaxes(title_text="change of block output (%)", rangemode="tozero")
+    return fig

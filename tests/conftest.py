@@ -1,0 +1,39 @@
+"""Shared fixtures: the app served on loopback with a small random model."""
+
+import os
+import socket
+
+import pytest
+import torch
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def served_app():
+    """(url, explorer) of the real app, launched once for the test session."""
+    from app import build_demo
+    from xviz.explorer import Explorer
+    from xviz.model import Xception
+
+    torch.manual_seed(0)
+    explorer = Explorer(Xception(head="imagenet").eval(), cache_mb=256)
+    demo = build_demo(explorer)
+    port = _free_port()
+    demo.launch(
+        server_name="127.0.0.1",
+        server_port=port,
+        prevent_thread_lock=True,
+        quiet=True,
+        max_file_size=20 * 2**20,
+    )
+    try:
+        yield f"http://127.0.0.1:{port}/", explorer
+    finally:
+        demo.close()

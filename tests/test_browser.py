@@ -1,0 +1,91 @@
+"""End to end in a real headless Chromium (Debian's), driven by playwright.
+
+Skipped when no Chromium is installed, unless XVIZ_REQUIRE_BROWSER=1 (CI sets it).
+Screenshots go to XVIZ_SCREENSHOTS (default: the test's tmp dir).
+"""
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARGS = [
+    "--no-sandbox",
+    "--headless",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
+EXAMPLE = Path(__file__).resolve().parent.parent / "assets" / "examples" / "coffee.jpg"
+
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not Path(CHROMIUM).exists():
+        if os.environ.get("XVIZ_REQUIRE_BROWSER") == "1":
+            pytest.fail(f"Chromium not found at {CHROMIUM}; install Debian's chromium")
+        pytest.skip("Chromium is not installed")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+@pytest.fixture
+def shots(tmp_path) -> Path:
+    out = Path(os.environ.get("XVIZ_SCREENSHOTS", tmp_path))
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def _src(page, selector: str) -> str:
+    return page.locator(f"{selector} img").first.get_attribute("src") or ""
+
+
+def test_upload_explore_and_cost(browser, served_app, shots):
+    url, _ = served_app
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(url)
+    page.locator("input[type=file]").first.set_input_files(str(EXAMPLE))
+
+    # The prediction, both channel grids and the Grad-CAM strip arrive.
+    page.wait_for_selector("#depthwise-grid img", timeout=120_000)
+    page.wait_for_selector("#pointwise-grid img", timeout=30_000)
+    page.get_by_text("class ", exact=False).first.wait_for(timeout=30_000)
+    page.screenshot(path=str(shots / "1_activations_entry.png"), full_page=True)
+    entry_left, entry_right = _src(page, "#depthwise-grid"), _src(page, "#pointwise-grid")
+    assert entry_left and entry_right
+
+    # Switch to the middle flow (block5): both grids change.
+    page.get_by_label("middle").check()
+    page.wait_for_function(
+        "([a, b]) => {"
+        " const l = document.querySelector('#depthwise-grid img');"
+        " const r = document.querySelector('#pointwise-grid img');"
+        " return l && r && l.src !== a && r.src !== b; }",
+        arg=[entry_left, entry_right],
+        timeout=30_000,
+    )
+    page.screenshot(path=str(shots / "2_activations_middle.png"), full_page=True)
+
+    # The Grad-CAM strip shows 14 images.
+    page.get_by_role("tab", name="Attributions").click()
+    page.wait_for_function(
+        "() => document.querySelectorAll('#gradcam-strip img').length >= 14", timeout=30_000
+    )
+    page.screenshot(path=str(shots / "3_attributions.png"), full_page=True)
+
+    # The cost tab has Plotly plots.
+    page.get_by_role("tab", name="Cost").click()
+    page.wait_for_selector(".js-plotly-plot", timeout=30_000)
+    assert page.locator(".js-plotly-plot").count() >= 3
+    page.screenshot(path=str(shots / "4_cost.png"), full_page=True)
+    page.close()

@@ -1,0 +1,184 @@
+"""The app's events as plain functions: inputs -> outputs, with a small random model."""
+
+import json
+import zipfile
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from xviz import explorer as ex
+from xviz.colormaps import get_lut
+from xviz.errors import AnalysisError, Cancelled, ImageError
+from xviz.hooks import hook_count
+from xviz.model import Xception
+
+SIZE = 96  # small but real: block4..12 are 6x6, block13/14 3x3
+
+
+@pytest.fixture(scope="module")
+def explorer() -> ex.Explorer:
+    torch.manual_seed(0)
+    return ex.Explorer(Xception(head="imagenet").eval(), cache_mb=256)
+
+
+@pytest.fixture(scope="module")
+def session(explorer, tmp_path_factory) -> ex.Session:
+    rng = np.random.default_rng(1)
+    path = tmp_path_factory.mktemp("img") / "noise.png"
+    Image.fromarray(rng.integers(0, 256, (120, 80, 3), dtype=np.uint8)).save(path)
+    return explorer.start(str(path), SIZE)
+
+
+def test_start_resizes_and_analysis_is_cached(explorer, session):
+    assert session.image.shape == (SIZE, SIZE, 3) and session.image.dtype == np.uint8
+    first = explorer.analysis(session)
+    assert explorer.analysis(session) is first
+    assert first.size == SIZE
+    assert sum(explorer.prediction(first).values()) <= 1.0 + 1e-6
+    choices = explorer.target_choices(first)
+    assert choices[:5] == [p.label for p in first.top]
+    assert sorted(choices) == sorted(first.labels)
+
+
+def test_bad_upload_is_an_image_error(explorer, tmp_path):
+    bad = tmp_path / "notes.png"
+    bad.write_text("not an image")
+    with pytest.raises(ImageError):
+        explorer.start(str(bad), SIZE)
+    with pytest.raises(AnalysisError, match="Upload an image"):
+        explorer.analysis(None)
+
+
+def test_layer_choices_follow_the_architecture():
+    assert ex.layers_of("block1") == ["block1_conv1", "block1_conv2"]
+    assert ex.layers_of("block2") == ["block2_sepconv1", "block2_sepconv2", "block2_residual"]
+    assert ex.layers_of("block7") == [f"block7_sepconv{i}" for i in (1, 2, 3)]
+    assert ex.blocks_of("exit") == ["block13", "block14"]
+    with pytest.raises(AnalysisError):
+        ex.layers_of("block15")
+
+
+def test_sepconv_view_is_depthwise_beside_pointwise(explorer, session):
+    a = explorer.analysis(session)
+    view = explorer.layer_view(a, "block4_sepconv1", sort="index", page=1)
+    # block4_sepconv1: 256 depthwise channels -> 728 pointwise channels, 64 a page.
+    assert "256 channels" in view.left_title and "728 channels" in view.right_title
+    assert view.pages == 12  # ceil(728 / 64)
+    assert list(view.left_channels) == list(range(64))
+    side = 8 * (ex.TILE + ex.PAD) + ex.PAD
+    assert view.left.size == (side, side) and view.right.size == (side, side)
+
+
+def test_grid_page_clamps_and_sorts(explorer, session):
+    a = explorer.analysis(session)
+    m = a.sepconvs["block2_sepconv1"].depthwise  # 64 channels: one page
+    _, channels, pages, page = ex.grid(m, sort="max", page=5)
+    assert (pages, page) == (1, 1)
+    expected = np.argsort(-m.max, kind="stable")
+    assert list(channels) == list(expected)
+
+
+def test_tile_under_a_click_is_the_channel_drawn_there(explorer, session):
+    a = explorer.analysis(session)
+    m = a.sepconvs["block5_sepconv1"].pointwise
+    img, channels, _, _ = ex.grid(m, sort="mean", page=2, cmap="viridis", scale="channel")
+    step = ex.TILE + ex.PAD
+    for i in (0, 9, 63):
+        x = ex.PAD + (i % ex.COLUMNS) * step + ex.TILE - 3  # right edge, away from the label
+        y = ex.PAD + (i // ex.COLUMNS) * step + ex.TILE - 3
+        assert ex.tile_at(x, y, channels) == channels[i]
+        # The pixel there has the colour of that channel's value at that spot.
+        values = m.channel(int(channels[i]))
+        lo, hi = values.min(), values.max()
+        v = values[-1, -1]
+        expected = get_lut("viridis")[min(int((v - lo) / (hi - lo) * 256), 255)]
+        assert np.abs(np.asarray(img)[y, x].astype(int) - expected).max() <= 1
+    assert ex.tile_at(0, 0, channels) is None  # padding
+
+
+def test_plain_conv_view_shows_conv_and_block_output(explorer, session):
+    a = explorer.analysis(session)
+    view = explorer.layer_view(a, "block13_residual", sort="index", page=1)
+    assert "Residual" in view.left_title and "1024 channels" in view.left_title
+    assert "block13 output" in view.right_title
+
+
+def test_channel_view_reports_the_maps_statistics(explorer, session):
+    a = explorer.analysis(session)
+    m = a.sepconvs["block3_sepconv2"].depthwise
+    img, text = explorer.channel_view(a, "block3_sepconv2", "left", 7)
+    assert f"mean {m.mean[7]:.4g}" in text and f"max {m.max[7]:.4g}" in text
+    # The 3x3 depthwise filter of that channel, from the model's weights.
+    k = explorer.model.block3.sepconv2.depthwise.weight[7, 0, 0, 0].item()
+    assert f"{k:+.3f}" in text
+    assert img.size[0] == SIZE
+    with pytest.raises(AnalysisError, match="channels 0 to 255"):
+        explorer.channel_view(a, "block3_sepconv2", "left", 256)
+
+
+def test_retarget_changes_the_gradcam_target(explorer, session):
+    a = explorer.analysis(session)
+    other = explorer.target_choices(a)[3]
+    retargeted = explorer.analysis(explorer.retarget(session, other))
+    assert retargeted.target_label == other
+    strip = explorer.gradcam_strip(retargeted)
+    assert [caption.split()[0] for _, caption in strip] == [f"block{b}" for b in range(1, 15)]
+    assert all(img.size == (SIZE, SIZE) for img, _ in strip)
+    with pytest.raises(AnalysisError):
+        explorer.retarget(session, "no such class")
+
+
+def test_attribution_returns_overlay_and_heatmap(explorer, session):
+    seen = []
+    over, heat, text = explorer.attribution(
+        session, "saliency", "block5", progress=lambda f, m: seen.append(f), session_id="s1"
+    )
+    assert over.size == heat.size == (SIZE, SIZE)
+    assert "Saliency" in text and seen and seen[-1] == pytest.approx(1.0)
+    assert hook_count(explorer.model) == 0
+
+
+def test_cancelled_attribution_stops_and_the_next_one_runs(explorer, session):
+    def cancel_now(fraction, message):
+        explorer.cancel("s2")
+
+    with pytest.raises(Cancelled):
+        explorer.attribution(
+            session, "integrated_gradients", "block5", progress=cancel_now, session_id="s2"
+        )
+    assert hook_count(explorer.model) == 0
+    over, _, _ = explorer.attribution(session, "saliency", "block5", session_id="s2")
+    assert over.size == (SIZE, SIZE)
+
+
+def test_ablation_moves_the_prediction_and_restores_the_model(explorer, session):
+    before = {k: v.clone() for k, v in explorer.model.state_dict().items()}
+    result = explorer.ablation(session, "drop_residual", ["block6"])
+    assert result.block_change["block5"] == 0.0 and result.block_change["block6"] > 0
+    assert result.kl_divergence >= 0
+    zero = explorer.ablation(session, "zero_channel", [], "block6_sepconv2", "left", 3)
+    assert zero.ablations[0].map == "block6_sepconv2.depthwise"
+    assert np.all(zero.ablated_map.channel(3) == 0)
+    after = explorer.model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert all(b.use_residual for b in explorer.model.blocks.values() if hasattr(b, "use_residual"))
+    assert hook_count(explorer.model) == 0
+    with pytest.raises(AnalysisError, match="at least one block"):
+        explorer.ablation(session, "relu_between", [])
+
+
+def test_export_zip_holds_maps_and_statistics(explorer, session, tmp_path):
+    path = explorer.export_zip(session, tmp_path)
+    a = explorer.analysis(session)
+    with zipfile.ZipFile(path) as z:
+        names = set(z.namelist())
+        assert {"input.png", "predictions.json", "statistics.json"} <= names
+        assert "maps/block5_sepconv1.depthwise.png" in names
+        assert len([n for n in names if n.startswith("gradcam/")]) == 14
+        summary = json.loads(z.read("predictions.json"))
+        stats = json.loads(z.read("statistics.json"))
+    assert summary["top"][0]["label"] == a.top[0].label
+    m = a.sepconvs["block5_sepconv1"].pointwise
+    assert np.allclose(stats["block5_sepconv1.pointwise"]["mean"], m.mean, atol=1e-6)

@@ -1,0 +1,447 @@
+"""What the app's events do, without Gradio: one ``Explorer`` per served model.
+
+Every method takes plain values (an image, a layer name, a page number) and returns plain
+values (PIL images, dicts, markdown), so the UI file only lays out components and wires them.
+A session keeps a :class:`Session` (the image it analysed, small); analyses live in one
+bounded :class:`~xviz.cache.AnalysisCache` and are recomputed if they were evicted, so a
+view never breaks because someone else's upload pushed its analysis out.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from xviz import render
+from xviz.ablation import Ablation, AblationResult, ablate
+from xviz.analysis import MAP_NAMES, Analysis, Map, input_size
+from xviz.attribution import LAYER_METHODS, METHODS, Attribution, attribute
+from xviz.cache import AnalysisCache
+from xviz.colormaps import COLORMAPS
+from xviz.errors import AnalysisError, Cancelled
+from xviz.model import BLOCKS, FLOWS, SEPCONV_BLOCK, Xception
+from xviz.preprocess import load_image, to_display
+
+PER_PAGE = 64
+TILE = 64
+COLUMNS = 8
+PAD = 2
+SORTS: tuple[str, ...] = ("index", "mean", "max", "positive")
+SCALES: tuple[str, ...] = ("shared", "channel")
+AUTO_CMAP = "auto"
+METHOD_TITLES: dict[str, str] = {
+    "integrated_gradients": "Integrated Gradients",
+    "saliency": "Saliency",
+    "smoothgrad": "SmoothGrad (NoiseTunnel)",
+    "occlusion": "Occlusion",
+    "guided_gradcam": "Guided Grad-CAM (at the block)",
+    "layer_integrated_gradients": "Layer Integrated Gradients (at the block)",
+    "layer_conductance": "Layer Conductance (at the block)",
+}
+
+
+@dataclass(frozen=True)
+class Session:
+    """What one browser session analysed: the resized image and the settings, nothing big."""
+
+    image: np.ndarray  # (S, S, 3) uint8, the pixels the model saw
+    size: int
+    target: int | None = None
+
+
+@dataclass(frozen=True)
+class LayerView:
+    """Two channel grids of one layer, side by side, and what they show."""
+
+    left: Image.Image
+    right: Image.Image
+    left_title: str
+    right_title: str
+    pages: int
+    page: int  # 1-based, clamped
+    left_channels: np.ndarray = field(repr=False)
+    right_channels: np.ndarray = field(repr=False)
+
+
+def layers_of(block: str) -> list[str]:
+    """The layers one can open in ``block``: its separable convs, then its plain convs."""
+    if block not in BLOCKS:
+        raise AnalysisError(f"Unknown block {block!r}: use 'block1' to 'block14'.")
+    if block == "block1":
+        return ["block1_conv1", "block1_conv2"]
+    names = [name for name, _, _ in BLOCKS[block].sepconvs]
+    if BLOCKS[block].residual == "conv":
+        names.append(f"{block}_residual")
+    return names
+
+
+def blocks_of(flow: str) -> list[str]:
+    if flow not in FLOWS:
+        raise AnalysisError(f"Unknown flow {flow!r}: use one of {tuple(FLOWS)}.")
+    return list(FLOWS[flow])
+
+
+def flow_of(block: str) -> str:
+    return BLOCKS[block].flow
+
+
+def layer_maps(analysis: Analysis, layer: str) -> tuple[Map, Map, str, str]:
+    """Left and right map of a layer: depthwise | pointwise for a separable conv; for a plain
+    conv, its output | the block output it feeds."""
+    if layer in SEPCONV_BLOCK:
+        pair = analysis.sepconvs[layer]
+        m = pair.depthwise.num_channels
+        n = pair.pointwise.num_channels
+        return (
+            pair.depthwise,
+            pair.pointwise,
+            f"Depthwise 3x3: {m} channels, one filter per input channel (before BN)",
+            f"Pointwise 1x1: {n} channels, each a mix of all {m} depthwise maps (before BN)",
+        )
+    if layer not in analysis.convs:
+        raise AnalysisError(f"Unknown layer {layer!r}: pick a separable conv or a conv.")
+    block = layer.split("_")[0]
+    conv = analysis.convs[layer]
+    kind = "Residual 1x1 stride-2 conv" if layer.endswith("_residual") else "Conv 3x3"
+    return (
+        conv,
+        analysis.blocks[block],
+        f"{kind}: {conv.num_channels} channels (before BN)",
+        f"{block} output: {analysis.blocks[block].num_channels} channels",
+    )
+
+
+def resolve_cmap(cmap: str, m: Map) -> tuple[str, bool]:
+    """``"auto"``: a diverging map centred on 0 when the map has negative values."""
+    signed = bool((m.min < 0).any())
+    if cmap == AUTO_CMAP:
+        return ("coolwarm" if signed else "viridis"), signed
+    if cmap not in COLORMAPS:
+        raise AnalysisError(f"Unknown colormap {cmap!r}: use one of {(AUTO_CMAP, *COLORMAPS)}.")
+    return cmap, signed and cmap == "coolwarm"
+
+
+def grid(
+    m: Map,
+    sort: str = "index",
+    page: int = 1,
+    cmap: str = AUTO_CMAP,
+    scale: str = "shared",
+    image: np.ndarray | None = None,
+    overlay: float = 0.0,
+) -> tuple[Image.Image, np.ndarray, int, int]:
+    """One page of a map's channel grid -> (image, channels shown, pages, clamped page).
+
+    ``overlay`` in [0, 1) is the weight of ``image`` blended under every tile (0: maps only).
+    """
+    if sort not in SORTS:
+        raise AnalysisError(f"Cannot sort by {sort!r}: use one of {SORTS}.")
+    if scale not in SCALES:
+        raise AnalysisError(f"Unknown scale {scale!r}: use one of {SCALES}.")
+    order = m.order(sort)
+    pages = max(1, -(-m.num_channels // PER_PAGE))
+    page = min(max(int(page), 1), pages)
+    channels = order[(page - 1) * PER_PAGE : page * PER_PAGE]
+    name, signed = resolve_cmap(cmap, m)
+    img = render.channel_grid(
+        m.channels(channels),  # only this page's channels are dequantised
+        np.arange(len(channels)),
+        cmap=name,
+        scale=scale,
+        signed=signed,
+        tile=TILE,
+        columns=COLUMNS,
+        pad=PAD,
+        numbers=channels,
+        underlay=image if image is not None and overlay > 0 else None,
+        alpha=1.0 - overlay,
+    )
+    return img, channels, pages, page
+
+
+def tile_at(x: float, y: float, channels: np.ndarray) -> int | None:
+    """The channel under pixel (x, y) of a grid drawn by :func:`grid`, or None (padding)."""
+    step = TILE + PAD
+    col, row = int((x - PAD) // step), int((y - PAD) // step)
+    if col < 0 or row < 0 or col >= COLUMNS or (x - PAD) % step >= TILE:
+        return None
+    i = row * COLUMNS + col
+    return int(channels[i]) if 0 <= i < len(channels) and (y - PAD) % step < TILE else None
+
+
+def channel_stats_markdown(m: Map, channel: int) -> str:
+    ranks = {by: int(np.nonzero(m.order(by) == channel)[0][0]) + 1 for by in SORTS[1:]}
+    c = m.num_channels
+    return (
+        f"**{m.name}, channel {channel}** ({m.shape[1]}x{m.shape[2]})  \n"
+        f"mean {m.mean[channel]:.4g} (rank {ranks['mean']}/{c}) · "
+        f"max {m.max[channel]:.4g} (rank {ranks['max']}/{c}) · min {m.min[channel]:.4g} · "
+        f"positive {100 * m.positive[channel]:.1f}% of pixels (rank {ranks['positive']}/{c})"
+    )
+
+
+class Explorer:
+    """The app's state shared by all sessions: the model, the analysis cache, cancel flags."""
+
+    def __init__(self, model: Xception, cache_mb: float = 768, top_k: int = 5) -> None:
+        self.model = model
+        self.cache = AnalysisCache(cache_mb)
+        self.top_k = top_k
+        self.native_size = input_size(model)
+        self._cancel: dict[str, threading.Event] = {}
+        self._cancel_lock = threading.Lock()
+
+    # --- analysing -------------------------------------------------------------------------
+
+    def start(self, image: Any, size: int | None = None) -> Session:
+        """Decode and resize an upload (path, PIL, array); raises ImageError when it can't."""
+        size = int(size or self.native_size)
+        return Session(image=to_display(load_image(image), size), size=size)
+
+    def analysis(self, session: Session) -> Analysis:
+        """The session's analysis from the cache, recomputed if it was evicted."""
+        if session is None:
+            raise AnalysisError("Upload an image (or pick an example) first.")
+        return self.cache.analyze(
+            self.model, session.image, target=session.target, size=session.size, top_k=self.top_k
+        )
+
+    def retarget(self, session: Session, label: str | None) -> Session:
+        if session is None:
+            raise AnalysisError("Upload an image (or pick an example) first.")
+        labels = self.labels
+        if label in (None, ""):
+            return Session(session.image, session.size, None)
+        if label not in labels:
+            raise AnalysisError(f"Unknown class {label!r}.")
+        return Session(session.image, session.size, labels.index(label))
+
+    @property
+    def labels(self) -> list[str]:
+        from xviz.analysis import class_labels
+
+        return class_labels(self.model)
+
+    def prediction(self, analysis: Analysis) -> dict[str, float]:
+        return {p.label: p.probability for p in analysis.top}
+
+    def target_choices(self, analysis: Analysis) -> list[str]:
+        """Top-k classes first, then every other class in index order."""
+        top = [p.label for p in analysis.top]
+        return top + [label for label in analysis.labels if label not in top]
+
+    # --- activations -----------------------------------------------------------------------
+
+    def layer_view(
+        self,
+        analysis: Analysis,
+        layer: str,
+        sort: str = "index",
+        page: int = 1,
+        cmap: str = AUTO_CMAP,
+        scale: str = "shared",
+        overlay: float = 0.0,
+    ) -> LayerView:
+        left, right, left_title, right_title = layer_maps(analysis, layer)
+        limg, lch, lpages, lpage = grid(left, sort, page, cmap, scale, analysis.image, overlay)
+        rimg, rch, rpages, rpage = grid(right, sort, page, cmap, scale, analysis.image, overlay)
+        pages = max(lpages, rpages)
+        return LayerView(
+            limg,
+            rimg,
+            f"{left_title}. Page {lpage}/{lpages}.",
+            f"{right_title}. Page {rpage}/{rpages}.",
+            pages,
+            min(max(int(page), 1), pages),
+            lch,
+            rch,
+        )
+
+    def channel_view(
+        self,
+        analysis: Analysis,
+        layer: str,
+        side: str,
+        channel: int,
+        cmap: str = AUTO_CMAP,
+        overlay: float = 0.0,
+    ) -> tuple[Image.Image, str]:
+        """One channel enlarged (blended with the image, weight ``overlay``) and its statistics."""
+        left, right, _, _ = layer_maps(analysis, layer)
+        m = left if side == "left" else right
+        channel = int(channel)
+        if not 0 <= channel < m.num_channels:
+            raise AnalysisError(f"{m.name} has channels 0 to {m.num_channels - 1}.")
+        name, signed = resolve_cmap(cmap, m)
+        values = m.channel(channel)
+        if overlay > 0:
+            img = render.overlay(
+                analysis.image, values, cmap=name, alpha=1.0 - overlay, signed=signed
+            )
+        else:
+            limit = float(np.abs(values).max()) if signed else None
+            img = render.enlarge(
+                values,
+                cmap=name,
+                size=analysis.size,
+                vmin=-limit if signed else None,
+                vmax=limit,
+            )
+        text = channel_stats_markdown(m, channel) + self._filter_markdown(layer, side, channel)
+        return img, text
+
+    def _filter_markdown(self, layer: str, side: str, channel: int) -> str:
+        """What computed the channel: its 3x3 depthwise filter, or the pointwise inputs it
+        weighs most."""
+        if layer not in SEPCONV_BLOCK:
+            return ""
+        sep = self.model.sepconvs[layer]
+        if side == "left":
+            k = sep.depthwise.weight[channel, 0].detach().cpu().numpy()
+            rows = " / ".join(" ".join(f"{v:+.3f}" for v in row) for row in k)
+            return f"  \ndepthwise filter of input channel {channel} (3x3): {rows}"
+        w = sep.pointwise.weight[channel, :, 0, 0].detach().cpu().numpy()
+        top = np.argsort(-np.abs(w))[:5]
+        parts = ", ".join(f"{int(i)} ({w[i]:+.3f})" for i in top)
+        return f"  \nlargest pointwise weights, by depthwise channel: {parts}"
+
+    # --- attributions ----------------------------------------------------------------------
+
+    def gradcam_strip(
+        self, analysis: Analysis, alpha: float = 0.5
+    ) -> list[tuple[Image.Image, str]]:
+        """Grad-CAM of the target for all 14 blocks, entry to exit, over the image."""
+        return [
+            (
+                render.overlay(analysis.image, cam, cmap="inferno", alpha=alpha),
+                f"{block} ({BLOCKS[block].flow}) {cam_res(analysis, block)}",
+            )
+            for block, cam in analysis.gradcam.items()
+        ]
+
+    def cancel_event(self, session_id: str) -> threading.Event:
+        with self._cancel_lock:
+            event = self._cancel.setdefault(session_id, threading.Event())
+        return event
+
+    def cancel(self, session_id: str) -> None:
+        self.cancel_event(session_id).set()
+
+    def forget(self, session_id: str) -> None:
+        """Release what a finished browser session held."""
+        with self._cancel_lock:
+            self._cancel.pop(session_id, None)
+
+    def attribution(
+        self,
+        session: Session,
+        method: str,
+        block: str,
+        alpha: float = 0.5,
+        progress: Callable[[float, str], None] | None = None,
+        session_id: str = "",
+    ) -> tuple[Image.Image, Image.Image, str]:
+        """An on-demand Captum attribution -> (overlay, heatmap, description)."""
+        if method not in METHODS:
+            raise AnalysisError(f"Unknown method {method!r}: use one of {METHODS}.")
+        analysis = self.analysis(session)
+        event = self.cancel_event(session_id)
+        event.clear()
+        result: Attribution = attribute(
+            self.model,
+            analysis,
+            method=method,
+            block=block if method in LAYER_METHODS else None,
+            progress=progress,
+            cancel=event.is_set,
+        )
+        heat = render.heatmap(result.map, signed=result.signed)
+        over = render.overlay(analysis.image, result.map, alpha=alpha, signed=result.signed)
+        where = f" at {block}" if method in LAYER_METHODS else ""
+        text = (
+            f"**{METHOD_TITLES[method]}**{where} for class **{result.target_label}**: "
+            f"{'signed (red: for, blue: against)' if result.signed else 'magnitude'}, "
+            f"{result.elapsed_s:.1f} s. Parameters: {json.dumps(result.params)}"
+        )
+        return over, heat.resize(over.size, Image.NEAREST), text
+
+    # --- ablations -------------------------------------------------------------------------
+
+    def ablation(
+        self,
+        session: Session,
+        kind: str,
+        blocks: list[str],
+        layer: str = "",
+        side: str = "left",
+        channel: int = 0,
+    ) -> AblationResult:
+        analysis = self.analysis(session)
+        if kind == "relu_between":
+            change = Ablation.relu_between(blocks)
+        elif kind == "drop_residual":
+            change = Ablation.drop_residual(blocks)
+        elif kind == "zero_channel":
+            left, right, _, _ = layer_maps(analysis, layer)
+            change = Ablation.zero_channel((left if side == "left" else right).name, channel)
+        else:
+            raise AnalysisError(f"Unknown ablation {kind!r}.")
+        if not change.blocks and kind != "zero_channel":
+            raise AnalysisError("Pick at least one block to change.")
+        return ablate(self.model, analysis, change, target=analysis.target, top_k=self.top_k)
+
+    # --- export ----------------------------------------------------------------------------
+
+    def export_zip(self, session: Session, directory: Path, cmap: str = AUTO_CMAP) -> Path:
+        """One analysis as a zip: the input, every map's first grid page and Grad-CAM as PNG,
+        predictions and per-channel statistics as JSON."""
+        analysis = self.analysis(session)
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / f"xviz-{analysis.weights}-{analysis.target_label}.zip".replace(" ", "_")
+        stats: dict[str, Any] = {}
+        with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+            z.writestr("input.png", _png(Image.fromarray(analysis.image)))
+            for name in MAP_NAMES:
+                m = analysis.map(name)
+                img, _, _, _ = grid(m, "mean", 1, cmap)
+                z.writestr(f"maps/{name}.png", _png(img))
+                stats[name] = {
+                    "shape": list(m.shape),
+                    "mean": m.mean.round(6).tolist(),
+                    "max": m.max.round(6).tolist(),
+                    "positive": m.positive.round(6).tolist(),
+                }
+            for block, (img, _) in zip(analysis.gradcam, self.gradcam_strip(analysis), strict=True):
+                z.writestr(f"gradcam/{block}.png", _png(img))
+            summary = {
+                "weights": analysis.weights,
+                "input_size": analysis.size,
+                "target": analysis.target_label,
+                "top": [p._asdict() for p in analysis.top],
+            }
+            z.writestr("predictions.json", json.dumps(summary, indent=2))
+            z.writestr("statistics.json", json.dumps(stats))
+        return path
+
+
+def cam_res(analysis: Analysis, block: str) -> str:
+    h, w = analysis.gradcam_raw[block].shape
+    return f"{h}x{w}"
+
+
+def _png(img: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", compress_level=1)
+    return buf.getvalue()
+
+
+__all__ = ["Cancelled", "Explorer", "LayerView", "Session", "layers_of"]
