@@ -182,3 +182,24 @@ def test_export_zip_holds_maps_and_statistics(explorer, session, tmp_path):
     assert summary["top"][0]["label"] == a.top[0].label
     m = a.sepconvs["block5_sepconv1"].pointwise
     assert np.allclose(stats["block5_sepconv1.pointwise"]["mean"], m.mean, atol=1e-6)
+
+
+def test_out_of_memory_in_an_attribution_is_a_clear_message_and_leaves_nothing(
+    explorer, session, monkeypatch
+):
+    """A GPU OOM is simulated inside the model's forward, mid-attribution."""
+    target_block = explorer.model.block9
+
+    def exhausted(module, args):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    handle = target_block.register_forward_pre_hook(exhausted)
+    try:
+        with pytest.raises(AnalysisError, match="Out of memory while computing Saliency"):
+            explorer.attribution(session, "saliency", "block5", session_id="oom")
+    finally:
+        handle.remove()
+    assert hook_count(explorer.model) == 0
+    assert not any(p.grad is not None for p in explorer.model.parameters())
+    over, _, _ = explorer.attribution(session, "saliency", "block5", session_id="oom")
+    assert over.size == (SIZE, SIZE)

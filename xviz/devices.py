@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import gc
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
+
+from xviz.errors import AnalysisError
 
 DEVICE_ENV = "XVIZ_DEVICE"
 _CHOICES = "'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'"
@@ -62,3 +67,22 @@ def _check_available(device: torch.device) -> torch.device:
             raise ValueError("Device 'mps' asked for, but Apple's MPS is not available here.")
         return device
     raise ValueError(f"Unsupported device {str(device)!r}: use {_CHOICES}.")
+
+
+@contextmanager
+def out_of_memory_guard(what: str) -> Iterator[None]:
+    """Turn an out-of-memory error inside the block into an ``AnalysisError`` a user can act
+    on, after freeing what the failed computation held (the app keeps serving)."""
+    try:
+        yield
+    except torch.OutOfMemoryError as err:
+        # The traceback holds the failed frames' tensors: drop it before freeing the cache.
+        err.__traceback__ = None
+        del err
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        raise AnalysisError(
+            f"Out of memory while computing {what}. Try again with fewer steps or samples, "
+            "a smaller input size, or when the server is less busy."
+        ) from None

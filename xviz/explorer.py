@@ -27,6 +27,7 @@ from xviz.analysis import MAP_NAMES, Analysis, Map, input_size
 from xviz.attribution import LAYER_METHODS, METHODS, Attribution, attribute
 from xviz.cache import AnalysisCache
 from xviz.colormaps import COLORMAPS
+from xviz.devices import out_of_memory_guard
 from xviz.errors import AnalysisError, Cancelled
 from xviz.model import BLOCKS, FLOWS, SEPCONV_BLOCK, Xception
 from xviz.preprocess import load_image, to_display
@@ -211,9 +212,14 @@ class Explorer:
         """The session's analysis from the cache, recomputed if it was evicted."""
         if session is None:
             raise AnalysisError("Upload an image (or pick an example) first.")
-        return self.cache.analyze(
-            self.model, session.image, target=session.target, size=session.size, top_k=self.top_k
-        )
+        with out_of_memory_guard("the analysis"):
+            return self.cache.analyze(
+                self.model,
+                session.image,
+                target=session.target,
+                size=session.size,
+                top_k=self.top_k,
+            )
 
     def retarget(self, session: Session, label: str | None) -> Session:
         if session is None:
@@ -356,14 +362,15 @@ class Explorer:
         analysis = self.analysis(session)
         event = self.cancel_event(session_id)
         event.clear()
-        result: Attribution = attribute(
-            self.model,
-            analysis,
-            method=method,
-            block=block if method in LAYER_METHODS else None,
-            progress=progress,
-            cancel=event.is_set,
-        )
+        with out_of_memory_guard(METHOD_TITLES[method]):
+            result: Attribution = attribute(
+                self.model,
+                analysis,
+                method=method,
+                block=block if method in LAYER_METHODS else None,
+                progress=progress,
+                cancel=event.is_set,
+            )
         heat = render.heatmap(result.map, signed=result.signed)
         over = render.overlay(analysis.image, result.map, alpha=alpha, signed=result.signed)
         where = f" at {block}" if method in LAYER_METHODS else ""
@@ -397,7 +404,8 @@ class Explorer:
             raise AnalysisError(f"Unknown ablation {kind!r}.")
         if not change.blocks and kind != "zero_channel":
             raise AnalysisError("Pick at least one block to change.")
-        return ablate(self.model, analysis, change, target=analysis.target, top_k=self.top_k)
+        with out_of_memory_guard("the ablation"):
+            return ablate(self.model, analysis, change, target=analysis.target, top_k=self.top_k)
 
     # --- export ----------------------------------------------------------------------------
 
