@@ -26,6 +26,7 @@ from xviz.model import BLOCKS, FLOWS
 from xviz.preprocess import ACCEPTED_FORMATS, MAX_FILE_BYTES, MAX_PIXELS
 from xviz.server import (
     QUEUE_SIZE,
+    RETENTION_S,
     SESSION_TTL_S,
     FilePathImage,
     header_markdown,
@@ -238,7 +239,9 @@ def build_demo(explorer: ex.Explorer | None = None) -> gr.Blocks:
 
     # --- layout ----------------------------------------------------------------------------
 
-    with gr.Blocks(title="xviz: inside Xception", delete_cache=(1800, 3600)) as demo:
+    with gr.Blocks(
+        title="xviz: inside Xception", delete_cache=(max(RETENTION_S // 2, 60), RETENTION_S)
+    ) as demo:
         gr.Markdown(header_markdown(model))
         session = gr.State(None, time_to_live=SESSION_TTL_S)
         with gr.Row():
@@ -262,6 +265,7 @@ def build_demo(explorer: ex.Explorer | None = None) -> gr.Blocks:
                     inputs=[image_in],
                     label="Examples",
                     examples_per_page=12,
+                    cache_examples=False,
                 )
                 gr.Markdown(
                     f"Accepted: {', '.join(sorted(ACCEPTED_FORMATS))}; up to "

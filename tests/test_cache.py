@@ -39,6 +39,19 @@ def test_an_evicted_result_stays_valid_for_its_holder():
     assert cache.get("a") is None and held.nbytes == MB
 
 
+def test_entries_unused_for_max_age_are_dropped():
+    now = [0.0]
+    cache = AnalysisCache(budget_mb=10, max_age_s=60, clock=lambda: now[0])
+    cache.get_or_compute("a", lambda: Item(MB))
+    cache.get_or_compute("b", lambda: Item(MB))
+    now[0] = 50.0
+    assert cache.get("a") is not None  # used again: its age starts over
+    now[0] = 100.0  # b unused for 100 s, a for 50 s
+    assert cache.stats.entries == 1 and cache.get("b") is None and cache.get("a") is not None
+    now[0] = 200.0
+    assert cache.stats.entries == 0 and cache.stats.bytes == 0
+
+
 def test_concurrent_requests_compute_once():
     cache = AnalysisCache(budget_mb=10)
     calls = []

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import time
 import uuid
 import weakref
 from collections import OrderedDict
@@ -69,13 +70,22 @@ class AnalysisCache:
 
     ``analyze(model, image, ...)`` is the usual entry point; ``get_or_compute(key, fn)``
     caches anything with an ``nbytes`` attribute under any hashable key. An item larger than
-    the whole budget is returned but not kept.
+    the whole budget is returned but not kept. With ``max_age_s``, an entry unused for that
+    long is dropped (what a user uploaded is not kept longer than needed).
     """
 
-    def __init__(self, budget_mb: float = 512) -> None:
+    def __init__(
+        self,
+        budget_mb: float = 512,
+        max_age_s: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         if budget_mb <= 0:
             raise ValueError(f"budget_mb must be positive, got {budget_mb}")
         self.budget_bytes = int(budget_mb * 2**20)
+        self.max_age_s = max_age_s
+        self._clock = clock
+        self._used: dict[Hashable, float] = {}
         self._entries: OrderedDict[Hashable, Any] = OrderedDict()
         self._pending: dict[Hashable, Future] = {}
         self._lock = threading.Lock()
@@ -85,9 +95,10 @@ class AnalysisCache:
     def get_or_compute(self, key: Hashable, compute: Callable[[], Any]) -> Any:
         """The cached value for ``key``, else ``compute()`` (run once however many threads ask)."""
         with self._lock:
+            self._expire()
             if key in self._entries:
                 self._hits += 1
-                self._entries.move_to_end(key)
+                self._touch(key)
                 return self._entries[key]
             pending = self._pending.get(key)
             if pending is None:
@@ -112,25 +123,43 @@ class AnalysisCache:
         pending.set_result(value)
         return value
 
+    def _touch(self, key: Hashable) -> None:
+        self._entries.move_to_end(key)
+        self._used[key] = self._clock()
+
+    def _drop_oldest(self) -> None:
+        key, evicted = self._entries.popitem(last=False)
+        self._used.pop(key, None)
+        self._bytes -= int(evicted.nbytes)
+        self._evictions += 1
+
+    def _expire(self) -> None:
+        """Drop entries unused for ``max_age_s`` (the LRU end holds the least recently used)."""
+        if self.max_age_s is None:
+            return
+        limit = self._clock() - self.max_age_s
+        while self._entries and self._used[next(iter(self._entries))] < limit:
+            self._drop_oldest()
+
     def _store(self, key: Hashable, value: Any) -> None:
         size = int(value.nbytes)
         if size > self.budget_bytes:
             return
         self._entries[key] = value
+        self._touch(key)
         self._bytes += size
         while self._bytes > self.budget_bytes:
-            _, evicted = self._entries.popitem(last=False)
-            self._bytes -= int(evicted.nbytes)
-            self._evictions += 1
+            self._drop_oldest()
 
     def get(self, key: Hashable) -> Any | None:
         """The cached value or ``None`` (counts as a hit or a miss)."""
         with self._lock:
+            self._expire()
             if key not in self._entries:
                 self._misses += 1
                 return None
             self._hits += 1
-            self._entries.move_to_end(key)
+            self._touch(key)
             return self._entries[key]
 
     def analyze(
@@ -154,11 +183,13 @@ class AnalysisCache:
         """Drop every entry (results already handed out stay valid)."""
         with self._lock:
             self._entries.clear()
+            self._used.clear()
             self._bytes = 0
 
     @property
     def stats(self) -> CacheStats:
         with self._lock:
+            self._expire()
             return CacheStats(
                 hits=self._hits,
                 misses=self._misses,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import json
 import threading
+import time
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -193,9 +194,16 @@ def channel_stats_markdown(m: Map, channel: int) -> str:
 class Explorer:
     """The app's state shared by all sessions: the model, the analysis cache, cancel flags."""
 
-    def __init__(self, model: Xception, cache_mb: float = 768, top_k: int = 5) -> None:
+    def __init__(
+        self,
+        model: Xception,
+        cache_mb: float = 768,
+        top_k: int = 5,
+        max_age_s: float | None = 3600,
+    ) -> None:
         self.model = model
-        self.cache = AnalysisCache(cache_mb)
+        self.max_age_s = max_age_s
+        self.cache = AnalysisCache(cache_mb, max_age_s=max_age_s)
         self.top_k = top_k
         self.native_size = input_size(model)
         self._cancel: dict[str, threading.Event] = {}
@@ -414,6 +422,7 @@ class Explorer:
         predictions and per-channel statistics as JSON."""
         analysis = self.analysis(session)
         directory.mkdir(parents=True, exist_ok=True)
+        _remove_older_than(directory, self.max_age_s)
         path = directory / f"xviz-{analysis.weights}-{analysis.target_label}.zip".replace(" ", "_")
         stats: dict[str, Any] = {}
         with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
@@ -444,6 +453,16 @@ class Explorer:
 def cam_res(analysis: Analysis, block: str) -> str:
     h, w = analysis.gradcam_raw[block].shape
     return f"{h}x{w}"
+
+
+def _remove_older_than(directory: Path, max_age_s: float | None) -> None:
+    """Exports are not kept longer than analyses are."""
+    if max_age_s is None:
+        return
+    limit = time.time() - max_age_s
+    for old in directory.glob("xviz-*.zip"):
+        if old.stat().st_mtime < limit:
+            old.unlink(missing_ok=True)
 
 
 def _png(img: Image.Image) -> bytes:

@@ -20,8 +20,10 @@ from xviz.weights import load_model
 QUEUE_SIZE = int(os.environ.get("XVIZ_QUEUE_SIZE", "16"))
 # A browser session's state (its image, a few hundred kB) is dropped after this long idle.
 SESSION_TTL_S = int(os.environ.get("XVIZ_SESSION_TTL_S", "3600"))
-# Memory for cached analyses (one 299x299 analysis is about 35 MB).
+# Memory for cached analyses (one analysis is about 46 MB at 299x299, 12 MB at 150x150).
 CACHE_MB = float(os.environ.get("XVIZ_CACHE_MB", "768"))
+# Analyses and exported zips unused for this long are deleted; so are Gradio's uploads.
+RETENTION_S = int(os.environ.get("XVIZ_RETENTION_S", "3600"))
 
 # Gradio's own image handling may open uploads with Pillow; keep its limit at ours.
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS
@@ -32,7 +34,7 @@ def make_explorer(
 ) -> Explorer:
     """Load the weights (``XVIZ_WEIGHTS`` / auto) on the device and wrap them for the app."""
     model = load_model(weights or "auto", device=device or "auto")
-    return Explorer(model, cache_mb=cache_mb)
+    return Explorer(model, cache_mb=cache_mb, max_age_s=RETENTION_S)
 
 
 class FilePathImage(gr.Image):
