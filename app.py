@@ -25,6 +25,7 @@ from xviz.examples import all_examples
 from xviz.model import BLOCKS, FLOWS
 from xviz.preprocess import ACCEPTED_FORMATS, MAX_FILE_BYTES, MAX_PIXELS
 from xviz.server import (
+    LAUNCH_OPTIONS,
     QUEUE_SIZE,
     RETENTION_S,
     SESSION_TTL_S,
@@ -144,6 +145,12 @@ def build_demo(explorer: ex.Explorer | None = None) -> gr.Blocks:
         img, text = explorer.channel_view(a, layer, side, channel, cmap, overlay)
         return side, channel, img, text
 
+    def pick_left(session, layer, sort, page, cmap, overlay, evt: gr.SelectData):
+        return pick_channel(session, layer, sort, page, cmap, overlay, "left", evt)
+
+    def pick_right(session, layer, sort, page, cmap, overlay, evt: gr.SelectData):
+        return pick_channel(session, layer, sort, page, cmap, overlay, "right", evt)
+
     @ui_errors
     def show_channel(session, layer, side, channel, cmap, overlay):
         if session is None:
@@ -213,7 +220,7 @@ def build_demo(explorer: ex.Explorer | None = None) -> gr.Blocks:
 
     @ui_errors
     def export(session):
-        return explorer.export_zip(session, export_dir)
+        return str(explorer.export_zip(session, export_dir))
 
     def cost_figures(size):
         n = net[int(size)]
@@ -460,12 +467,8 @@ def build_demo(explorer: ex.Explorer | None = None) -> gr.Blocks:
         )
         pick_in = [session, layer, sort, page, cmap, overlay]
         pick_out = [side, channel, channel_img, channel_text]
-        left_img.select(
-            lambda *a: pick_channel(*a[:6], "left", a[6]), pick_in, pick_out, api_name=False
-        )
-        right_img.select(
-            lambda *a: pick_channel(*a[:6], "right", a[6]), pick_in, pick_out, api_name=False
-        )
+        left_img.select(pick_left, pick_in, pick_out, api_name=False)
+        right_img.select(pick_right, pick_in, pick_out, api_name=False)
         channel.submit(
             show_channel,
             [session, layer, side, channel, cmap, overlay],
@@ -506,11 +509,7 @@ def build_demo(explorer: ex.Explorer | None = None) -> gr.Blocks:
 
 def main() -> None:
     demo = build_demo()
-    demo.launch(
-        max_file_size=MAX_FILE_BYTES,
-        show_error=True,
-        allowed_paths=[],
-    )
+    demo.launch(**LAUNCH_OPTIONS)
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ def served_app():
     from app import build_demo
     from xviz.explorer import Explorer
     from xviz.model import Xception
+    from xviz.server import LAUNCH_OPTIONS
 
     torch.manual_seed(0)
     explorer = Explorer(Xception(head="imagenet").eval(), cache_mb=256)
@@ -31,7 +32,7 @@ def served_app():
         server_port=port,
         prevent_thread_lock=True,
         quiet=True,
-        max_file_size=20 * 2**20,
+        **LAUNCH_OPTIONS,
     )
     try:
         yield f"http://127.0.0.1:{port}/", explorer

@@ -88,4 +88,10 @@ def test_upload_explore_and_cost(browser, served_app, shots):
     page.wait_for_selector(".js-plotly-plot", timeout=30_000)
     assert page.locator(".js-plotly-plot").count() >= 3
     page.screenshot(path=str(shots / "4_cost.png"), full_page=True)
+
+    # Export: a zip to download.
+    page.get_by_role("tab", name="Export").click()
+    page.get_by_role("button", name="Build zip").click()
+    page.get_by_text(".zip", exact=False).first.wait_for(timeout=60_000)
+    page.screenshot(path=str(shots / "5_export.png"), full_page=True)
     page.close()

@@ -113,7 +113,7 @@ def test_channel_view_reports_the_maps_statistics(explorer, session):
     # The 3x3 depthwise filter of that channel, from the model's weights.
     k = explorer.model.block3.sepconv2.depthwise.weight[7, 0, 0, 0].item()
     assert f"{k:+.3f}" in text
-    assert img.size[0] == SIZE
+    assert img.size[0] == ex.VIEW_SIZE  # small maps are shown enlarged
     with pytest.raises(AnalysisError, match="channels 0 to 255"):
         explorer.channel_view(a, "block3_sepconv2", "left", 256)
 
@@ -135,7 +135,7 @@ def test_attribution_returns_overlay_and_heatmap(explorer, session):
     over, heat, text = explorer.attribution(
         session, "saliency", "block5", progress=lambda f, m: seen.append(f), session_id="s1"
     )
-    assert over.size == heat.size == (SIZE, SIZE)
+    assert over.size == heat.size == (ex.VIEW_SIZE, ex.VIEW_SIZE)
     assert "Saliency" in text and seen and seen[-1] == pytest.approx(1.0)
     assert hook_count(explorer.model) == 0
 
@@ -150,7 +150,7 @@ def test_cancelled_attribution_stops_and_the_next_one_runs(explorer, session):
         )
     assert hook_count(explorer.model) == 0
     over, _, _ = explorer.attribution(session, "saliency", "block5", session_id="s2")
-    assert over.size == (SIZE, SIZE)
+    assert over.size == (ex.VIEW_SIZE, ex.VIEW_SIZE)
 
 
 def test_ablation_moves_the_prediction_and_restores_the_model(explorer, session):
@@ -202,4 +202,4 @@ def test_out_of_memory_in_an_attribution_is_a_clear_message_and_leaves_nothing(
     assert hook_count(explorer.model) == 0
     assert not any(p.grad is not None for p in explorer.model.parameters())
     over, _, _ = explorer.attribution(session, "saliency", "block5", session_id="oom")
-    assert over.size == (SIZE, SIZE)
+    assert over.size == (ex.VIEW_SIZE, ex.VIEW_SIZE)

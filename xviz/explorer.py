@@ -34,6 +34,7 @@ from xviz.model import BLOCKS, FLOWS, SEPCONV_BLOCK, Xception
 from xviz.preprocess import load_image, to_display
 
 PER_PAGE = 64
+VIEW_SIZE = 384  # enlarged maps and attributions are shown at least this large
 TILE = 64
 COLUMNS = 8
 PAD = 2
@@ -301,12 +302,13 @@ class Explorer:
             img = render.overlay(
                 analysis.image, values, cmap=name, alpha=1.0 - overlay, signed=signed
             )
+            img = _at_least(img, VIEW_SIZE, Image.BILINEAR)
         else:
             limit = float(np.abs(values).max()) if signed else None
             img = render.enlarge(
                 values,
                 cmap=name,
-                size=analysis.size,
+                size=max(analysis.size, VIEW_SIZE),
                 vmin=-limit if signed else None,
                 vmax=limit,
             )
@@ -387,6 +389,7 @@ class Explorer:
             f"{'signed (red: for, blue: against)' if result.signed else 'magnitude'}, "
             f"{result.elapsed_s:.1f} s. Parameters: {json.dumps(result.params)}"
         )
+        over = _at_least(over, VIEW_SIZE, Image.BILINEAR)
         return over, heat.resize(over.size, Image.NEAREST), text
 
     # --- ablations -------------------------------------------------------------------------
@@ -453,6 +456,13 @@ class Explorer:
 def cam_res(analysis: Analysis, block: str) -> str:
     h, w = analysis.gradcam_raw[block].shape
     return f"{h}x{w}"
+
+
+def _at_least(img: Image.Image, side: int, resample: int) -> Image.Image:
+    """Scale a square display image up so that it is at least ``side`` pixels wide."""
+    if img.width >= side:
+        return img
+    return img.resize((side, round(img.height * side / img.width)), resample)
 
 
 def _remove_older_than(directory: Path, max_age_s: float | None) -> None:

@@ -34,6 +34,7 @@ Decisions (each one a user can see, so each is explicit):
 """
 
 import io
+import math
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -233,8 +234,10 @@ def _describe(head: bytes) -> str:
 
 def _check_file_bytes(n_bytes: int) -> None:
     if n_bytes > MAX_FILE_BYTES:
+        # Rounded up: a file just over the limit must not read "20.0 MB; ... up to 20 MB".
+        size_mb = math.ceil(n_bytes / 2**20 * 10) / 10
         raise ImageError(
-            f"This file is {n_bytes / 2**20:.1f} MB; xviz accepts files up to "
+            f"This file is {size_mb:.1f} MB; xviz accepts files up to "
             f"{MAX_FILE_BYTES / 2**20:.0f} MB. Save a smaller copy (e.g. a JPEG) first."
         )
 

@@ -13,7 +13,7 @@ from PIL import Image
 from xviz.devices import resolve_device
 from xviz.explorer import Explorer
 from xviz.model import Xception
-from xviz.preprocess import MAX_PIXELS
+from xviz.preprocess import MAX_FILE_BYTES, MAX_PIXELS
 from xviz.weights import load_model
 
 # Pending requests beyond this are refused with Gradio's "queue is full" message.
@@ -24,6 +24,15 @@ SESSION_TTL_S = int(os.environ.get("XVIZ_SESSION_TTL_S", "3600"))
 CACHE_MB = float(os.environ.get("XVIZ_CACHE_MB", "768"))
 # Analyses and exported zips unused for this long are deleted; so are Gradio's uploads.
 RETENTION_S = int(os.environ.get("XVIZ_RETENTION_S", "3600"))
+
+# How the app is launched, in production and in the tests alike. Unexpected errors show
+# Gradio's generic message (no internal paths); xviz's own errors always say what is wrong.
+LAUNCH_OPTIONS: dict[str, Any] = {
+    "max_file_size": MAX_FILE_BYTES,
+    "show_error": False,
+    "allowed_paths": [],
+    "share": False,
+}
 
 # Gradio's own image handling may open uploads with Pillow; keep its limit at ours.
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS
