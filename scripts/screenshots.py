@@ -46,6 +46,7 @@ def main() -> None:
     parser.add_argument("--image", type=Path, default=ROOT / "assets/examples/coffee.jpg")
     parser.add_argument("--weights", default="kitchenware")
     parser.add_argument("--width", type=int, default=1400)
+    parser.add_argument("--size", type=int, choices=(150, 299), help="input size (native)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
 
@@ -66,6 +67,8 @@ def main() -> None:
             browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=ARGS)
             page = browser.new_page(viewport={"width": args.width, "height": 1000})
             page.goto(url)
+            if args.size:
+                page.get_by_label(str(args.size), exact=True).check()
             page.locator("input[type=file]").first.set_input_files(str(args.image))
             page.wait_for_selector("#depthwise-grid img", timeout=120_000)
             page.get_by_label("middle").check()
