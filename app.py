@@ -199,8 +199,7 @@ def build_demo(explorer: ex.Explorer | None = None) -> gr.Blocks:
         result = explorer.ablation(session, kind, blocks or [], layer, side, int(channel or 0))
         before = {p.label: p.probability for p in result.original}
         after = {p.label: p.probability for p in result.ablated}
-        orig, _, _, _ = ex.grid(result.original_map, "index", 1, cmap)
-        abl, _, _, _ = ex.grid(result.ablated_map, "index", 1, cmap)
+        orig, abl = ex.compare_grids(result.original_map, result.ablated_map, cmap)
         flows = {b: BLOCKS[b].flow for b in BLOCKS}
         desc = "; ".join(a.describe() for a in result.ablations)
         fig = plots.block_change_figure(
@@ -211,7 +210,8 @@ def build_demo(explorer: ex.Explorer | None = None) -> gr.Blocks:
             f"{result.original[0].label} → {result.ablated[0].label}. "
             f"P({result.target_label}) {result.target_probability_change:+.4f}; "
             f"KL(original ‖ ablated) = {result.kl_divergence:.4f} nats. "
-            f"Maps below: `{result.watched}`, first 64 channels. The model is restored."
+            f"Maps below: `{result.watched}`, first 64 channels, on one colour scale. "
+            "The model is restored."
         )
         return before, after, text, orig, abl, fig
 

@@ -203,3 +203,24 @@ def test_out_of_memory_in_an_attribution_is_a_clear_message_and_leaves_nothing(
     assert not any(p.grad is not None for p in explorer.model.parameters())
     over, _, _ = explorer.attribution(session, "saliency", "block5", session_id="oom")
     assert over.size == (ex.VIEW_SIZE, ex.VIEW_SIZE)
+
+
+def test_compared_maps_share_one_colour_scale(explorer, session):
+    a = explorer.analysis(session)
+    m = a.sepconvs["block6_sepconv1"].depthwise
+    top, bottom = ex.compare_grids(m, m, "viridis")
+    assert top.size == bottom.size
+    # The same map on both sides: identical pictures only if the scale is shared.
+    assert np.array_equal(np.asarray(top), np.asarray(bottom))
+    zero = explorer.ablation(session, "zero_channel", [], "block6_sepconv1", "left", 0)
+    before, after = ex.compare_grids(zero.original_map, zero.ablated_map, "viridis")
+    # Channel 0 is zero after: its tile takes the colour of 0 on the shared scale.
+    step = ex.TILE + ex.PAD
+    corner = np.asarray(after)[ex.PAD + ex.TILE - 2, ex.PAD + ex.TILE - 2]
+    channels = np.concatenate(
+        [zero.original_map.channels(range(64)), zero.ablated_map.channels(range(64))]
+    )
+    lo, hi = channels.min(), channels.max()
+    expected = get_lut("viridis")[min(int((0 - lo) / (hi - lo) * 256), 255)]
+    assert np.abs(corner.astype(int) - expected).max() <= 1
+    assert before.size[1] == 8 * step + ex.PAD

@@ -171,6 +171,28 @@ def grid(
     return img, channels, pages, page
 
 
+def compare_grids(
+    before: Map, after: Map, cmap: str = AUTO_CMAP
+) -> tuple[Image.Image, Image.Image]:
+    """The first page of two versions of one map on one colour scale, so colours compare."""
+    channels = np.arange(min(PER_PAGE, before.num_channels))
+    name, signed = resolve_cmap(cmap, before)
+    both = render.channel_grid(
+        np.concatenate([before.channels(channels), after.channels(channels)]),
+        np.arange(2 * len(channels)),
+        cmap=name,
+        signed=signed,
+        tile=TILE,
+        columns=COLUMNS,
+        pad=PAD,
+        numbers=np.concatenate([channels, channels]),
+    )
+    rows = -(-len(channels) // COLUMNS)
+    cut = rows * (TILE + PAD)
+    top = both.crop((0, 0, both.width, cut + PAD))
+    return top, both.crop((0, cut, both.width, both.height))
+
+
 def tile_at(x: float, y: float, channels: np.ndarray) -> int | None:
     """The channel under pixel (x, y) of a grid drawn by :func:`grid`, or None (padding)."""
     step = TILE + PAD
