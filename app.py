@@ -52,6 +52,16 @@ def ui_errors(fn: Callable) -> Callable:
     return wrapper
 
 
+def grid_column(title: str, elem_id: str) -> tuple[gr.Markdown, gr.Image]:
+    """A title over a channel-grid image (PNG: maps must not be blurred by lossy WebP)."""
+    with gr.Column():
+        heading = gr.Markdown(title)
+        image = gr.Image(
+            label=title, format="png", interactive=False, show_label=False, elem_id=elem_id
+        )
+    return heading, image
+
+
 def build_demo(explorer: ex.Explorer | None = None) -> gr.Blocks:
     """The app around one model; ``explorer`` defaults to the weights ``load_model`` picks."""
     explorer = explorer or make_explorer()
@@ -313,24 +323,8 @@ def build_demo(explorer: ex.Explorer | None = None) -> gr.Blocks:
                     page = gr.Number(1, label="Page", precision=0, minimum=1, maximum=100)
                     next_btn = gr.Button("next 64 ▶", size="sm")
                 with gr.Row(equal_height=False):
-                    with gr.Column():
-                        left_title = gr.Markdown("Depthwise")
-                        left_img = gr.Image(
-                            label="Depthwise",
-                            format="png",
-                            interactive=False,
-                            show_label=False,
-                            elem_id="depthwise-grid",
-                        )
-                    with gr.Column():
-                        right_title = gr.Markdown("Pointwise")
-                        right_img = gr.Image(
-                            label="Pointwise",
-                            format="png",
-                            interactive=False,
-                            show_label=False,
-                            elem_id="pointwise-grid",
-                        )
+                    left_title, left_img = grid_column("Depthwise", "depthwise-grid")
+                    right_title, right_img = grid_column("Pointwise", "pointwise-grid")
                 gr.Markdown("Click a tile to see that channel large.")
                 with gr.Row():
                     with gr.Column(scale=1):

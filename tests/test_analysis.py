@@ -9,21 +9,12 @@ import torch
 import torch.nn.functional as F
 from captum.attr import LayerAttribution, LayerGradCam
 
+from tests.reference import REFERENCE_BLOCKS
 from xviz.analysis import MAP_KINDS, MAP_NAMES, Analysis, analyze, map_channels, map_modules
 from xviz.errors import AnalysisError
 from xviz.hooks import hook_count
 from xviz.model import Xception
 
-# REFERENCE.md section 1: block -> (channels out, side at 299, side at 150).
-REFERENCE_BLOCKS = {
-    "block1": (64, 147, 72),
-    "block2": (128, 74, 36),
-    "block3": (256, 37, 18),
-    "block4": (728, 19, 9),
-    **{f"block{b}": (728, 19, 9) for b in range(5, 13)},
-    "block13": (1024, 10, 5),
-    "block14": (2048, 10, 5),
-}
 # The 34 separable convs: name -> (depthwise channels M, pointwise channels N).
 REFERENCE_SEPCONVS = {
     "block2_sepconv1": (64, 128),

@@ -4,6 +4,7 @@ import pytest
 import torch
 from torch import nn
 
+from tests.reference import REFERENCE_BLOCKS
 from xviz.model import (
     BLOCK_SPECS,
     FLOWS,
@@ -14,17 +15,6 @@ from xviz.model import (
     block_shapes,
     tf_same_pads,
 )
-
-# REFERENCE.md section 1: block -> (channels out, side at 299, side at 150).
-REFERENCE_BLOCKS = {
-    "block1": (64, 147, 72),
-    "block2": (128, 74, 36),
-    "block3": (256, 37, 18),
-    "block4": (728, 19, 9),
-    **{f"block{b}": (728, 19, 9) for b in range(5, 13)},
-    "block13": (1024, 10, 5),
-    "block14": (2048, 10, 5),
-}
 
 
 @pytest.fixture(scope="module")

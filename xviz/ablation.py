@@ -32,15 +32,13 @@ import torch
 
 from xviz.analysis import (
     MAP_NAMES,
-    Analysis,
     Map,
     Prediction,
     class_labels,
     map_channels,
     map_modules,
     model_device,
-    prepare_input,
-    resolve_size,
+    model_input,
     resolve_target,
     to_map,
     top_predictions,
@@ -269,11 +267,7 @@ def ablate(
     watched = watch or ablations[0].watched_map()
     if watched not in MAP_NAMES:
         raise AnalysisError(f"Unknown map {watched!r}: use e.g. 'block5_sepconv1.depthwise'.")
-    if isinstance(image, Analysis):
-        x, _ = prepare_input(image.image, image.size)
-        target = image.target if target is None else target
-    else:
-        x, _ = prepare_input(image, resolve_size(model, image, size))
+    x, target = model_input(model, image, target, size)
     labels = class_labels(model)
 
     with model_lock(model), eval_mode(model), torch.inference_mode():

@@ -302,6 +302,18 @@ def prepare_input(image: Any, size: int) -> tuple[torch.Tensor, np.ndarray]:
     return from_uint8(display[np.newaxis]), display
 
 
+def model_input(
+    model: Xception, image: Any, target: int | str | None, size: int | None
+) -> tuple[torch.Tensor, int | str | None]:
+    """The input (1, 3, S, S) and target for a run on ``image``: an :class:`Analysis` gives
+    its own pixels, size and (unless ``target`` is given) target."""
+    if isinstance(image, Analysis):
+        x, _ = prepare_input(image.image, image.size)
+        return x, image.target if target is None else target
+    x, _ = prepare_input(image, resolve_size(model, image, size))
+    return x, target
+
+
 def resolve_target(target: int | str, labels: list[str]) -> int:
     """A class index from an index or a label, checked against the model's classes."""
     if isinstance(target, str):

@@ -34,11 +34,9 @@ from captum.attr import (
 from torch import nn
 
 from xviz.analysis import (
-    Analysis,
     class_labels,
     model_device,
-    prepare_input,
-    resolve_size,
+    model_input,
     resolve_target,
 )
 from xviz.errors import AnalysisError, Cancelled
@@ -299,11 +297,7 @@ def attribute(
         raise AnalysisError(f"{method} needs a block, 'block1' to 'block14'; got {block!r}.")
     if model.classifier is None:
         raise AnalysisError("This model has no classifier head, so there is no class to explain.")
-    if isinstance(image, Analysis):
-        x, _ = prepare_input(image.image, image.size)
-        target = image.target if target is None else target
-    else:
-        x, _ = prepare_input(image, resolve_size(model, image, size))
+    x, target = model_input(model, image, target, size)
     labels = class_labels(model)
     settings = _Params(params)
     with model_lock(model), eval_mode(model), torch.inference_mode(False), torch.enable_grad():
