@@ -452,7 +452,8 @@ def build_demo(explorer: ex.Explorer | None = None) -> gr.Blocks:
         block.change(change_block, [block, session], [layer, netmap], api_name=False)
         for component in (layer, sort, cmap, scale, overlay):
             component.change(change_view, view_in, view_out, api_name=False)
-        page.submit(change_view, view_in, view_out, api_name=False)
+        # Also the API's way to page through a session's maps: /view.
+        page.submit(change_view, view_in, view_out, api_name="view")
         prev_btn.click(lambda p: step_page(p, -1), page, page, api_name=False).then(
             change_view, view_in, view_out, api_name=False
         )

@@ -100,3 +100,16 @@ def test_analyze_is_keyed_by_image_weights_target_and_size():
     assert stats.hits == 1 and stats.misses == 3 and stats.entries == 3
     assert stats.bytes == first.nbytes + targeted.nbytes + changed.nbytes
     assert weights_id(model) == weights_id(model) != weights_id(Xception(head="none"))
+
+
+def test_freed_memory_is_given_back_after_an_eviction(monkeypatch):
+    import xviz.cache as cache_module
+
+    calls = []
+    monkeypatch.setattr(cache_module, "_TRIM", calls.append)
+    cache = AnalysisCache(budget_mb=2)
+    cache.get_or_compute("a", lambda: Item(MB))
+    cache.get_or_compute("b", lambda: Item(MB))
+    assert calls == []  # within the budget: nothing freed
+    cache.get_or_compute("c", lambda: Item(MB))
+    assert calls == [0] and cache.stats.evictions == 1

@@ -8,6 +8,7 @@ Concurrent requests for the same key compute it once; the others wait for that r
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import threading
 import time
@@ -65,6 +66,24 @@ def tensor_digest(x: torch.Tensor) -> str:
     return digest.hexdigest()
 
 
+def _malloc_trim() -> Callable[[int], int] | None:
+    try:
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None  # not glibc: nothing to do
+
+
+_TRIM = _malloc_trim()
+
+
+def release_free_memory() -> None:
+    """Give freed heap pages back to the system. glibc keeps them in per-thread pools, so
+    without this a server's memory grows to about ten times the cache budget as analyses are
+    evicted (measured by bench/load.py: +1347 MB vs +184 MB after 100 images)."""
+    if _TRIM is not None:
+        _TRIM(0)
+
+
 class AnalysisCache:
     """LRU cache of analyses within ``budget_mb`` megabytes (by ``Analysis.nbytes``).
 
@@ -119,8 +138,10 @@ class AnalysisCache:
             raise
         with self._lock:
             del self._pending[key]
-            self._store(key, value)
+            evicted = self._store(key, value)
         pending.set_result(value)
+        if evicted:
+            release_free_memory()  # outside the lock: it takes ~20 ms
         return value
 
     def _touch(self, key: Hashable) -> None:
@@ -141,15 +162,19 @@ class AnalysisCache:
         while self._entries and self._used[next(iter(self._entries))] < limit:
             self._drop_oldest()
 
-    def _store(self, key: Hashable, value: Any) -> None:
+    def _store(self, key: Hashable, value: Any) -> bool:
+        """Keep ``value``; says whether anything was evicted for it."""
         size = int(value.nbytes)
         if size > self.budget_bytes:
-            return
+            return False
         self._entries[key] = value
         self._touch(key)
         self._bytes += size
+        evicted = False
         while self._bytes > self.budget_bytes:
             self._drop_oldest()
+            evicted = True
+        return evicted
 
     def get(self, key: Hashable) -> Any | None:
         """The cached value or ``None`` (counts as a hit or a miss)."""

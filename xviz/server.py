@@ -29,6 +29,8 @@ RETENTION_S = int(os.environ.get("XVIZ_RETENTION_S", "3600"))
 # Gradio's generic message (no internal paths); xviz's own errors always say what is wrong.
 LAUNCH_OPTIONS: dict[str, Any] = {
     "max_file_size": MAX_FILE_BYTES,
+    # Closed browser sessions Gradio keeps (each ~0.3 MB); its default is 10000.
+    "state_session_capacity": int(os.environ.get("XVIZ_SESSIONS", "500")),
     "show_error": False,
     "allowed_paths": [],
     "share": False,
