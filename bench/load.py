@@ -55,6 +55,7 @@ from xviz.examples import kitchen_examples, shipped_examples
 from xviz.explorer import Explorer
 from xviz.model import Xception
 from xviz.preprocess import preprocess
+from xviz.server import LAUNCH_OPTIONS
 from xviz.weights import kitchenware_file, load_model
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -474,7 +475,11 @@ def main() -> None:
     rss.append(("model loaded", rss_mb()))
     demo = build_demo(explorer)
     demo.launch(
-        server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True
+        server_name="127.0.0.1",
+        server_port=free_port(),
+        prevent_thread_lock=True,
+        quiet=True,
+        **LAUNCH_OPTIONS,
     )
     url = demo.local_url
     with tempfile.TemporaryDirectory(prefix="xviz-load-") as tmp:
