@@ -1,6 +1,6 @@
 """Benchmark of the analysis engine against plain and naive baselines, side by side.
 
-    PYTHONPATH=. python bench/analysis.py [--size 299] [--repeats 5] [--ig-steps 32]
+    python bench/analysis.py [--size 299] [--repeats 5] [--ig-steps 32]
 
 Every timed variant runs once per repetition, in turn, in one process, on the same input;
 the table shows medians and the ratios the engine is held to:
@@ -23,12 +23,15 @@ import os
 import platform
 import resource
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from captum.attr import LayerAttribution, LayerGradCam
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere
 
 from xviz.ablation import Ablation, ablate
 from xviz.analysis import analyze

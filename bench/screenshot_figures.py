@@ -9,11 +9,14 @@ Playwright driving the system Chromium.
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 from pathlib import Path
 
 import plotly.graph_objects as go
 from playwright.sync_api import sync_playwright
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere
 
 from xviz import plots
 from xviz.cost import measure_all, network_cost
