@@ -15,6 +15,15 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.fixture(scope="module")
+def model():
+    """A randomly initialised Xception with the ImageNet head, the same in every module."""
+    from xviz.model import Xception
+
+    torch.manual_seed(0)
+    return Xception(head="imagenet").eval()
+
+
 @pytest.fixture(scope="session")
 def served_app():
     """(url, explorer) of the real app, launched once for the test session."""

@@ -14,12 +14,6 @@ SIZE = 71
 
 
 @pytest.fixture(scope="module")
-def model() -> Xception:
-    torch.manual_seed(0)
-    return Xception(head="imagenet").eval()
-
-
-@pytest.fixture(scope="module")
 def x() -> torch.Tensor:
     return torch.rand(1, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(0)) * 2 - 1
 

@@ -33,12 +33,6 @@ SIZE = 150
 
 
 @pytest.fixture(scope="module")
-def model() -> Xception:
-    torch.manual_seed(0)
-    return Xception(head="imagenet").eval()
-
-
-@pytest.fixture(scope="module")
 def image() -> np.ndarray:
     return np.random.default_rng(0).integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)
 

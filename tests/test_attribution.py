@@ -10,7 +10,6 @@ from xviz.analysis import analyze
 from xviz.attribution import METHODS, attribute, occlusion_window
 from xviz.errors import AnalysisError, Cancelled
 from xviz.hooks import hook_count
-from xviz.model import Xception
 
 # Captum announces the hooks guided backprop puts on the ReLUs (and removes); not a problem.
 pytestmark = pytest.mark.filterwarnings("ignore:Setting backward hooks on ReLU:UserWarning")
@@ -23,12 +22,6 @@ CHEAP = {
     "smoothgrad": {"nt_samples": 2, "nt_samples_batch_size": 2},
     "occlusion": {"window": 36, "stride": 35},
 }
-
-
-@pytest.fixture(scope="module")
-def model() -> Xception:
-    torch.manual_seed(0)
-    return Xception(head="imagenet").eval()
 
 
 @pytest.fixture(scope="module")

@@ -26,12 +26,6 @@ BLOCK_SIDES = {
 
 
 @pytest.fixture(scope="module")
-def model() -> Xception:
-    torch.manual_seed(0)
-    return Xception(head="imagenet").eval()
-
-
-@pytest.fixture(scope="module")
 def costs(model: Xception) -> list[LayerCost]:
     return layer_costs(model, 299)
 

@@ -17,12 +17,6 @@ from xviz.model import (
 )
 
 
-@pytest.fixture(scope="module")
-def model() -> Xception:
-    torch.manual_seed(0)
-    return Xception(head="imagenet").eval()
-
-
 @pytest.mark.parametrize(("size", "column"), [(299, 1), (150, 2)])
 def test_block_output_shapes_match_reference_table(model, size, column):
     x = torch.randn(1, 3, size, size)
