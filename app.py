@@ -503,7 +503,10 @@ def build_demo(explorer: ex.Explorer | None = None) -> gr.Blocks:
 
 
 def main() -> None:
-    demo = build_demo()
+    try:
+        demo = build_demo()
+    except XvizError as err:  # e.g. corrupt weights: say which file and what is wrong
+        raise SystemExit(f"xviz cannot start: {err}") from None
     demo.launch(**LAUNCH_OPTIONS)
 
 

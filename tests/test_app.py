@@ -86,3 +86,26 @@ def test_bad_upload_gives_a_clear_message_and_the_app_keeps_serving(
         client.predict(handle_file(str(bad)), 150, api_name="/predict")
     assert "Traceback" not in str(info.value)
     assert client.predict(handle_file(str(photo)), 150, api_name="/predict")
+
+
+def test_startup_with_corrupt_weights_names_the_file_and_stops(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    bad = tmp_path / "truncated.safetensors"
+    bad.write_bytes(b'\x10\x00\x00\x00\x00\x00\x00\x00{"a": ')
+    env = {**os.environ, "XVIZ_WEIGHTS": str(bad), "XVIZ_OFFLINE": "1"}
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run(
+        [sys.executable, str(root / "app.py")],
+        env=env,
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 1
+    assert "xviz cannot start" in done.stderr and str(bad) in done.stderr
+    assert "Traceback" not in done.stderr
