@@ -172,7 +172,7 @@ def build_demo(explorer: ex.Explorer | None = None) -> gr.Blocks:
     def enlarge_cam(session, alpha, evt: gr.SelectData):
         a = explorer.analysis(session)
         block = BLOCK_NAMES[evt.index]
-        img, caption = explorer.gradcam_strip(a, alpha)[evt.index]
+        img, caption = explorer.gradcam_view(a, block, alpha)  # only the one clicked
         return img, f"Grad-CAM at **{block}** for **{a.target_label}**: {caption}"
 
     @ui_errors

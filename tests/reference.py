@@ -10,3 +10,13 @@ REFERENCE_BLOCKS = {
     "block13": (1024, 10, 5),
     "block14": (2048, 10, 5),
 }
+
+# The plain convolutions: block1's two, then the residual 1x1 convs of blocks 2, 3, 4, 13.
+REFERENCE_CONVS = [
+    "block1_conv1",
+    "block1_conv2",
+    "block2_residual",
+    "block3_residual",
+    "block4_residual",
+    "block13_residual",
+]

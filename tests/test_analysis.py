@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from captum.attr import LayerAttribution, LayerGradCam
 
-from tests.reference import REFERENCE_BLOCKS
+from tests.reference import REFERENCE_BLOCKS, REFERENCE_CONVS
 from xviz.analysis import MAP_KINDS, MAP_NAMES, Analysis, analyze, map_channels, map_modules
 from xviz.errors import AnalysisError
 from xviz.hooks import hook_count
@@ -86,14 +86,7 @@ def check_shapes(a: Analysis, size: int) -> None:
         assert a.blocks[name].shape == (c, side(name, size), side(name, size))
         assert a.gradcam_raw[name].shape == (side(name, size),) * 2
         assert a.gradcam[name].shape == (size, size)
-    assert list(a.convs) == [
-        "block1_conv1",
-        "block1_conv2",
-        "block2_residual",
-        "block3_residual",
-        "block4_residual",
-        "block13_residual",
-    ]
+    assert list(a.convs) == REFERENCE_CONVS
     assert [a.map(name).num_channels for name in MAP_NAMES] == [map_channels(n) for n in MAP_NAMES]
     assert {a.map(name).kind for name in MAP_NAMES} == set(MAP_KINDS)
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from tests.reference import REFERENCE_BLOCKS
+from tests.reference import REFERENCE_BLOCKS, REFERENCE_CONVS
 from xviz.model import (
     BLOCK_SPECS,
     FLOWS,
@@ -82,14 +82,7 @@ def test_separable_conv_is_depthwise_then_pointwise_with_nothing_between():
 
 
 def test_plain_and_residual_convs_are_named(model):
-    assert list(model.convs) == [
-        "block1_conv1",
-        "block1_conv2",
-        "block2_residual",
-        "block3_residual",
-        "block4_residual",
-        "block13_residual",
-    ]
+    assert list(model.convs) == REFERENCE_CONVS
 
 
 @pytest.mark.parametrize(

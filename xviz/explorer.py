@@ -24,12 +24,12 @@ from PIL import Image
 
 from xviz import render
 from xviz.ablation import Ablation, AblationResult, ablate
-from xviz.analysis import MAP_NAMES, Analysis, Map, input_size
+from xviz.analysis import MAP_NAMES, Analysis, Map, class_labels, input_size
 from xviz.attribution import LAYER_METHODS, METHODS, Attribution, attribute
 from xviz.cache import AnalysisCache
 from xviz.colormaps import COLORMAPS
 from xviz.devices import out_of_memory_guard
-from xviz.errors import AnalysisError, Cancelled
+from xviz.errors import AnalysisError
 from xviz.model import BLOCKS, FLOWS, SEPCONV_BLOCK, Xception
 from xviz.preprocess import load_image, to_display
 
@@ -264,8 +264,6 @@ class Explorer:
 
     @property
     def labels(self) -> list[str]:
-        from xviz.analysis import class_labels
-
         return class_labels(self.model)
 
     def prediction(self, analysis: Analysis) -> dict[str, float]:
@@ -358,13 +356,16 @@ class Explorer:
         self, analysis: Analysis, alpha: float = 0.5
     ) -> list[tuple[Image.Image, str]]:
         """Grad-CAM of the target for all 14 blocks, entry to exit, over the image."""
-        return [
-            (
-                render.overlay(analysis.image, cam, cmap="inferno", alpha=alpha),
-                f"{block} ({BLOCKS[block].flow}) {cam_res(analysis, block)}",
-            )
-            for block, cam in analysis.gradcam.items()
-        ]
+        return [self.gradcam_view(analysis, block, alpha) for block in analysis.gradcam]
+
+    def gradcam_view(
+        self, analysis: Analysis, block: str, alpha: float = 0.5
+    ) -> tuple[Image.Image, str]:
+        """One block's Grad-CAM over the image, and its caption."""
+        return (
+            render.overlay(analysis.image, analysis.gradcam[block], cmap="inferno", alpha=alpha),
+            f"{block} ({BLOCKS[block].flow}) {cam_res(analysis, block)}",
+        )
 
     def cancel_event(self, session_id: str) -> threading.Event:
         with self._cancel_lock:
@@ -501,6 +502,3 @@ def _png(img: Image.Image) -> bytes:
     buf = io.BytesIO()
     img.save(buf, format="PNG", compress_level=1)
     return buf.getvalue()
-
-
-__all__ = ["Cancelled", "Explorer", "LayerView", "Session", "layers_of"]
