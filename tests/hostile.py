@@ -77,6 +77,31 @@ def _png_declaring(width: int, height: int) -> bytes:
     return bytes(data)
 
 
+def _jpeg_cut_keeping_its_end() -> bytes:
+    """The first half of a JPEG, then its EOI marker: it ends as a complete JPEG does."""
+    data = _noise("JPEG")
+    return data[: len(data) // 2] + b"\xff\xd9"
+
+
+def _declaring(fmt: str, width: int, height: int) -> bytes:
+    """A tiny valid file whose header is patched to declare width x height."""
+    data = bytearray(encoded(Image.new("RGB", (8, 8), (10, 10, 10)), fmt))
+    if fmt == "JPEG":  # SOF0: marker, length (2), precision (1), height (2), width (2)
+        at = data.find(b"\xff\xc0") + 5
+        data[at : at + 4] = height.to_bytes(2, "big") + width.to_bytes(2, "big")
+    elif fmt == "GIF":  # logical screen: width, height (2 each, little-endian) after GIF89a
+        data[6:10] = width.to_bytes(2, "little") + height.to_bytes(2, "little")
+    elif fmt == "BMP":  # BITMAPINFOHEADER: width, height (4 each) at 18
+        data[18:26] = width.to_bytes(4, "little") + height.to_bytes(4, "little")
+    return bytes(data)
+
+
+def _jpeg_with_extraneous_bytes() -> bytes:
+    """Junk before the EOI marker, as some cameras write: libjpeg warns, the image is whole."""
+    data = encoded(Image.new("RGB", (64, 64), (0, 51, 255)), "JPEG", quality=95)
+    return data[:-2] + b"\x12\x34\x56" + data[-2:]
+
+
 def _halves(left: object, right: object, mode: str) -> Image.Image:
     """A 40 x 40 image in `mode`, its left half `left`, its right half `right`."""
     img = Image.new(mode, (40, 40), left)
@@ -152,6 +177,42 @@ CORPUS: tuple[Case, ...] = (
     ),
     Case("truncated_jpeg", "cut.jpg", lambda: _truncated("JPEG"), refusal="damaged or incomplete"),
     Case("truncated_png", "cut.png", lambda: _truncated("PNG"), refusal="damaged or incomplete"),
+    Case(
+        "jpeg_cut_keeping_its_end_marker",
+        "cut_eoi.jpg",
+        _jpeg_cut_keeping_its_end,
+        refusal="damaged or incomplete",
+    ),
+    Case(
+        "jpeg_631_bytes_declaring_6300x6300",
+        "tiny_big.jpg",
+        lambda: _declaring("JPEG", 6300, 6300),
+        refusal="too small to hold the 6300x6300 image",
+    ),
+    Case(
+        "gif_declaring_6000x6000",
+        "tiny_big.gif",
+        lambda: _declaring("GIF", 6000, 6000),
+        refusal="too small to hold",
+    ),
+    Case(
+        "bmp_declaring_4000x4000",
+        "tiny_big.bmp",
+        lambda: _declaring("BMP", 4000, 4000),
+        refusal="too small to hold",
+    ),
+    Case(
+        "flat_jpeg_2000x2000",
+        "flat.jpg",
+        lambda: encoded(Image.new("RGB", (2000, 2000), (128, 128, 128)), "JPEG", optimize=True),
+        probes=(Probe(75, 75, (128, 128, 128)),),
+    ),
+    Case(
+        "jpeg_with_extraneous_bytes",
+        "camera.jpg",
+        _jpeg_with_extraneous_bytes,
+        probes=(Probe(75, 75, (0, 51, 255), 3),),
+    ),
     Case(
         "bomb_30000x30000_png",
         "bomb.png",

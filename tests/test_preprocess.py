@@ -282,9 +282,20 @@ def test_unaccepted_format_is_not_tried() -> None:
         load_image(encoded(Image.new("RGB", (16, 16)), "ICO"))
 
 
-def test_missing_file(tmp_path: Path) -> None:
-    with pytest.raises(ImageError, match="No image file"):
+def test_missing_file_is_refused_without_naming_the_path(tmp_path: Path) -> None:
+    with pytest.raises(ImageError, match="no image file") as info:
         load_image(tmp_path / "nowhere.png")
+    assert str(tmp_path) not in str(info.value)
+
+
+def test_unreadable_file_is_refused_without_naming_the_path_or_the_os_error(
+    tmp_path: Path,
+) -> None:
+    folder = tmp_path / "folder.png"
+    folder.mkdir()
+    with pytest.raises(ImageError, match="no image file") as info:
+        load_image(folder)
+    assert str(tmp_path) not in str(info.value) and "Errno" not in str(info.value)
 
 
 def test_none_is_a_clear_error() -> None:

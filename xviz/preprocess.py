@@ -31,16 +31,24 @@ Decisions (each one a user can see, so each is explicit):
     numpy floats                           [0, 1] (the scikit-image convention), clipped
   NaN or infinite samples are refused.
 - No minimum size: a 1 x 1 image is accepted and upsampled to a constant image.
+- Refused before decoding, from the header and the file size: more than MAX_PIXELS, an aspect
+  ratio over MAX_ASPECT_RATIO, and a file too small for the pixels it declares (truncated or
+  forged; `_check_plausible`). A JPEG whose data ends early is refused too, even when it
+  still ends with an EOI marker (`_check_jpeg_complete`): it would decode half grey.
 """
 
+import base64
+import binascii
 import io
 import math
 import os
+import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+import simplejpeg
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -167,22 +175,118 @@ def _check_tensor(tensor: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def _read_file(path: Path) -> bytes:
-    """The bytes of the file at `path`, after checking it exists and is not too large."""
-    if not path.is_file():
-        raise ImageError(f"No image file at {path}.")
-    _check_file_bytes(path.stat().st_size)
-    return path.read_bytes()
+    """The bytes of the file at `path`, after checking it exists and is not too large.
+
+    Messages never name the path: it may be a server path that a request named.
+    """
+    try:
+        if not path.is_file():
+            raise ImageError("There is no image file there. Upload the picture again.")
+        _check_file_bytes(path.stat().st_size)
+        return path.read_bytes()
+    except OSError as error:
+        raise ImageError("The image file could not be read. Upload the picture again.") from error
+
+
+def data_url_bytes(url: str) -> bytes:
+    """The bytes of a ``data:`` URL (RFC 2397), checked against the byte limit before decoding.
+
+    Base64 and percent-encoded payloads are decoded here, by xviz, so that the bytes reach
+    :func:`load_image` exactly as they were sent (no re-encoding) and pass the same limits as
+    an uploaded file. The media type the URL declares is ignored: the bytes say what they are.
+    """
+    header, comma, payload = url.partition(",")
+    if not header.lower().startswith("data:") or not comma:
+        raise ImageError("This is not a data: URL (data:[<type>][;base64],<data>).")
+    is_base64 = header.lower().endswith(";base64")
+    # Base64 holds 3 bytes per 4 characters: refuse before decoding anything.
+    _check_file_bytes(len(payload) * 3 // 4 if is_base64 else len(payload))
+    try:
+        if is_base64:
+            return base64.b64decode(payload.strip(), validate=True)
+        return urllib.parse.unquote_to_bytes(payload)
+    except (binascii.Error, ValueError) as error:
+        raise ImageError(
+            "This data: URL does not hold valid base64 data, so no image could be read from it."
+        ) from error
 
 
 def _decode(data: bytes) -> Image.Image:
-    """Decode the bytes of an image file, refusing oversized images before decoding."""
+    """Decode the bytes of an image file, refusing what the header already rules out."""
     _check_file_bytes(len(data))
     with (
         _decoding(head=data[:512]),
         Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS) as opened,
     ):
         _check_size(*opened.size)  # header only: nothing decoded yet
+        _check_plausible(opened.format, opened.size, data)
+        if opened.format in ("JPEG", "MPO"):
+            _check_jpeg_complete(data)
         return _normalise(opened)
+
+
+def _check_plausible(fmt: str | None, size: tuple[int, int], data: bytes) -> None:
+    """Refuse a file too small to hold the pixels its header declares, before decoding.
+
+    Each bound is half the format's best possible compression, so no complete file is
+    refused; a file under it is truncated or forged and would decode to filler (a 632-byte
+    JPEG declaring 6300 x 6300 decodes to 99.999% grey, taking seconds and 450 MB):
+    - JPEG (ITU T.81, Huffman coding): every 8x8 block of the first component needs a DC code
+      of at least 1 bit. Measured: a flat 6300 x 6300 grey JPEG with optimised Huffman tables
+      is 155 kB (2 bits a block). Bound: half a bit a block.
+    - PNG (deflate): zlib's limit is 1032:1 over the filtered rows (zlib's technical details,
+      "the limit case"); measured 903-1013:1 on flat images. Bound: 2064:1, from IHDR's bit
+      depth and colour type.
+    - GIF (LZW, codes of at most 12 bits): a code stands for at most 4096 pixels, so at least
+      12 bits per 4096 pixels (measured: 1341 pixels a byte). Bound: half that.
+    - BMP without compression (BI_RGB, BI_BITFIELDS): the rows are stored as they are.
+    WebP has no bound (a lossless WebP of one colour is a few bytes at any size), nor TIFF;
+    their decoders refuse truncated data.
+    """
+    width, height = size
+    if fmt in ("JPEG", "MPO"):
+        minimum = math.ceil(width / 8) * math.ceil(height / 8) / 16
+    elif fmt == "PNG" and len(data) >= 26:
+        bit_depth, colour_type = data[24], data[25]  # IHDR, right after the signature
+        samples = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}.get(colour_type, 1)
+        minimum = height * (1 + math.ceil(width * samples * bit_depth / 8)) / 2064
+    elif fmt == "GIF":
+        minimum = width * height * 12 / 8 / 4096 / 2
+    elif fmt == "BMP" and len(data) >= 34 and int.from_bytes(data[30:34], "little") in (0, 3):
+        bits = int.from_bytes(data[28:30], "little")
+        offset = int.from_bytes(data[10:14], "little")
+        minimum = offset + (width * bits + 31) // 32 * 4 * height
+    else:
+        return
+    if len(data) < minimum:
+        raise ImageError(
+            f"This file is too small to hold the {width}x{height} image it declares "
+            f"({len(data):,} bytes): it is truncated or damaged. Try saving it again as PNG "
+            "or JPEG."
+        )
+
+
+def _check_jpeg_complete(data: bytes) -> None:
+    """Refuse a JPEG whose compressed data ends early, before Pillow decodes it.
+
+    libjpeg fills the missing blocks of a cut JPEG with grey and only warns (JWRN_HIT_MARKER,
+    JWRN_JPEG_EOF), and Pillow discards libjpeg's warnings (its JpegDecode.c makes
+    ``output_message`` a no-op), so a photo cut in half that still ends with an EOI marker
+    decodes with its lower half grey. simplejpeg's strict mode (TurboJPEG's
+    TJFLAG_STOPONWARNING) turns the warning into an error; decoding at 1/8 scale reads every
+    coded block at a fraction of the cost. Other warnings (extraneous bytes before a marker,
+    common in camera files) are left to Pillow, the decoder of record.
+    """
+    try:
+        simplejpeg.decode_jpeg(
+            data, colorspace="GRAY", strict=True, min_factor=8, min_width=1, min_height=1
+        )
+    except ValueError as error:
+        if "premature end" in str(error).lower():
+            raise ImageError(
+                "This JPEG is damaged or incomplete: its data ends before its last rows, "
+                "which would show as grey. Try saving it again as PNG or JPEG."
+            ) from error
 
 
 @contextmanager
