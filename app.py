@@ -5,16 +5,15 @@ Run ``python app.py`` (``GRADIO_SERVER_NAME`` / ``GRADIO_SERVER_PORT`` are honou
 
 from __future__ import annotations
 
-import functools
+import logging
 import os
-import tempfile
-from collections.abc import Callable
+import signal
 from pathlib import Path
-from typing import Any
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import gradio as gr
+from gradio.utils import get_upload_folder
 
 from xviz import explorer as ex
 from xviz import plots
@@ -22,6 +21,7 @@ from xviz.cost import measure_all, network_cost
 from xviz.diagram import network_svg
 from xviz.errors import XvizError
 from xviz.examples import all_examples
+from xviz.exports import ExportStore
 from xviz.model import BLOCKS, FLOWS
 from xviz.preprocess import ACCEPTED_FORMATS, MAX_FILE_BYTES, MAX_PIXELS
 from xviz.server import (
@@ -30,26 +30,15 @@ from xviz.server import (
     RETENTION_S,
     SESSION_TTL_S,
     FilePathImage,
+    XvizBlocks,
     header_markdown,
     make_explorer,
+    ui_errors,
 )
 
 BLOCK_NAMES = list(BLOCKS)
 DEFAULT_BLOCK = "block2"
 CMAPS = [ex.AUTO_CMAP, "viridis", "inferno", "magma", "cividis", "coolwarm"]
-
-
-def ui_errors(fn: Callable) -> Callable:
-    """Turn xviz's errors into messages in the page; the app keeps serving."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except XvizError as err:
-            raise gr.Error(str(err), print_exception=False) from err
-
-    return wrapper
 
 
 def grid_column(title: str, elem_id: str) -> tuple[gr.Markdown, gr.Image]:
@@ -62,13 +51,17 @@ def grid_column(title: str, elem_id: str) -> tuple[gr.Markdown, gr.Image]:
     return heading, image
 
 
-def build_demo(explorer: ex.Explorer | None = None) -> gr.Blocks:
-    """The app around one model; ``explorer`` defaults to the weights ``load_model`` picks."""
+def build_demo(explorer: ex.Explorer | None = None, retention_s: float = RETENTION_S) -> gr.Blocks:
+    """The app around one model; ``explorer`` defaults to the weights ``load_model`` picks.
+
+    ``retention_s``: how long uploads and exported files are kept.
+    """
     explorer = explorer or make_explorer()
     model = explorer.model
     native = explorer.native_size
     sizes = sorted({native, 299, 150})
-    export_dir = Path(tempfile.mkdtemp(prefix="xviz-export-"))
+    # Exports live in Gradio's upload folder, so that it serves them without a copy.
+    exports = ExportStore(Path(get_upload_folder()) / "xviz-exports", max_age_s=retention_s)
     net = {s: network_cost(model, s) for s in (299, 150)}
 
     # --- handlers: each one xviz call, shaped for the components ---------------------------
@@ -166,7 +159,7 @@ def build_demo(explorer: ex.Explorer | None = None) -> gr.Blocks:
         if session is None:
             return gr.skip(), gr.skip()
         a = explorer.analysis(session)
-        return explorer.channel_view(a, layer, side, int(channel or 0), cmap, overlay)
+        return explorer.channel_view(a, layer, side, channel, cmap, overlay)
 
     @ui_errors
     def enlarge_cam(session, alpha, evt: gr.SelectData):
@@ -206,7 +199,7 @@ def build_demo(explorer: ex.Explorer | None = None) -> gr.Blocks:
 
     @ui_errors
     def run_ablation(session, kind, blocks, layer, side, channel, cmap):
-        result = explorer.ablation(session, kind, blocks or [], layer, side, int(channel or 0))
+        result = explorer.ablation(session, kind, blocks or [], layer, side, channel)
         before = {p.label: p.probability for p in result.original}
         after = {p.label: p.probability for p in result.ablated}
         orig, abl = ex.compare_grids(result.original_map, result.ablated_map, cmap)
@@ -230,7 +223,9 @@ def build_demo(explorer: ex.Explorer | None = None) -> gr.Blocks:
 
     @ui_errors
     def export(session):
-        return str(explorer.export_zip(session, export_dir))
+        """A zip of this session's analysis, in a folder of its own."""
+        path = exports.new_file(explorer.export_name(session))
+        return str(explorer.export_zip(session, path))
 
     def cost_figures(size):
         n = net[int(size)]
@@ -256,8 +251,9 @@ def build_demo(explorer: ex.Explorer | None = None) -> gr.Blocks:
 
     # --- layout ----------------------------------------------------------------------------
 
-    with gr.Blocks(
-        title="xviz: inside Xception", delete_cache=(max(RETENTION_S // 2, 60), RETENTION_S)
+    with XvizBlocks(
+        title="xviz: inside Xception",
+        delete_cache=(int(min(max(retention_s // 2, 1), 60)), int(retention_s)),
     ) as demo:
         gr.Markdown(header_markdown(model))
         session = gr.State(None, time_to_live=SESSION_TTL_S)
@@ -419,7 +415,7 @@ def build_demo(explorer: ex.Explorer | None = None) -> gr.Blocks:
                     "Download this analysis: the input, the first page of every map and the "
                     "Grad-CAM overlays as PNG, predictions and per-channel statistics as JSON."
                 )
-                export_btn = gr.Button("Build zip")
+                export_btn = gr.Button("Build zip", elem_id="export-button")
                 export_file = gr.File(label="Analysis (zip)", interactive=False)
 
         # --- events --------------------------------------------------------------------------
@@ -502,11 +498,24 @@ def build_demo(explorer: ex.Explorer | None = None) -> gr.Blocks:
     return demo
 
 
+def _stop_on_sigterm() -> None:
+    """SIGTERM (``docker stop``, a Space restart) stops the server as Ctrl-C does, so that the
+    clean-up at exit runs (exports are deleted) instead of the process just vanishing."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+
+
 def main() -> None:
+    logging.basicConfig(format="%(name)s: %(message)s")
+    logging.getLogger("xviz").setLevel(logging.INFO)
     try:
         demo = build_demo()
     except XvizError as err:  # e.g. corrupt weights: say which file and what is wrong
         raise SystemExit(f"xviz cannot start: {err}") from None
+    _stop_on_sigterm()
     demo.launch(**LAUNCH_OPTIONS)
 
 

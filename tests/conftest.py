@@ -1,12 +1,19 @@
 """Shared fixtures: the app served on loopback with a small random model."""
 
+import atexit
 import os
+import shutil
 import socket
+import tempfile
 
 import pytest
 import torch
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+# Gradio's upload cache (uploads, served outputs, exports) of this test run alone, so that the
+# tests can look into it without seeing other processes' files.
+os.environ["GRADIO_TEMP_DIR"] = tempfile.mkdtemp(prefix="xviz-test-gradio-")
+atexit.register(shutil.rmtree, os.environ["GRADIO_TEMP_DIR"], ignore_errors=True)
 
 
 def _free_port() -> int:
@@ -24,17 +31,10 @@ def model():
     return Xception(head="imagenet").eval()
 
 
-@pytest.fixture(scope="session")
-def served_app():
-    """(url, explorer) of the real app, launched once for the test session."""
-    from app import build_demo
-    from xviz.explorer import Explorer
-    from xviz.model import Xception
+def launch(demo) -> str:
+    """Serve ``demo`` on a free loopback port with the app's launch options; its URL."""
     from xviz.server import LAUNCH_OPTIONS
 
-    torch.manual_seed(0)
-    explorer = Explorer(Xception(head="imagenet").eval(), cache_mb=256)
-    demo = build_demo(explorer)
     port = _free_port()
     demo.launch(
         server_name="127.0.0.1",
@@ -43,7 +43,20 @@ def served_app():
         quiet=True,
         **LAUNCH_OPTIONS,
     )
+    return f"http://127.0.0.1:{port}/"
+
+
+@pytest.fixture(scope="session")
+def served_app():
+    """(url, explorer) of the real app, launched once for the test session."""
+    from app import build_demo
+    from xviz.explorer import Explorer
+    from xviz.model import Xception
+
+    torch.manual_seed(0)
+    explorer = Explorer(Xception(head="imagenet").eval(), cache_mb=256)
+    demo = build_demo(explorer)
     try:
-        yield f"http://127.0.0.1:{port}/", explorer
+        yield launch(demo), explorer
     finally:
         demo.close()

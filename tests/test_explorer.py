@@ -170,7 +170,7 @@ def test_ablation_moves_the_prediction_and_restores_the_model(explorer, session)
 
 
 def test_export_zip_holds_maps_and_statistics(explorer, session, tmp_path):
-    path = explorer.export_zip(session, tmp_path)
+    path = explorer.export_zip(session, tmp_path / "out.zip")
     a = explorer.analysis(session)
     with zipfile.ZipFile(path) as z:
         names = set(z.namelist())

@@ -19,3 +19,11 @@ class AnalysisError(XvizError):
 
 class Cancelled(XvizError):
     """A long computation was cancelled by its caller."""
+
+
+def short(value: object, limit: int = 80) -> str:
+    """``repr``-like text of ``value`` (an exception: its type and message) at most ``limit``
+    characters long: for echoing what a client sent into a message or a log line."""
+    text = f"{type(value).__name__}: {value}" if isinstance(value, BaseException) else repr(value)
+    text = text.replace("\n", " ")
+    return text if len(text) <= limit else f"{text[: limit - 1]}… ({len(text):,} characters)"

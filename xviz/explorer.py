@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import threading
-import time
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,7 +29,7 @@ from xviz.attribution import LAYER_METHODS, METHODS, Attribution, attribute
 from xviz.cache import AnalysisCache
 from xviz.colormaps import COLORMAPS
 from xviz.devices import out_of_memory_guard
-from xviz.errors import AnalysisError
+from xviz.errors import AnalysisError, short
 from xviz.model import BLOCKS, FLOWS, SEPCONV_BLOCK, Xception
 from xviz.preprocess import load_image, to_display
 
@@ -75,6 +75,28 @@ class LayerView:
     right_channels: np.ndarray = field(repr=False)
 
 
+def whole_number(value: Any, what: str) -> int:
+    """``value`` (a request's) as an int, or an AnalysisError that names ``what`` it is."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if not math.isfinite(number):
+        raise AnalysisError(f"{what} must be a whole number, not {short(value, 40)}.")
+    return int(number)
+
+
+def fraction(value: Any, what: str, low: float = 0.0, high: float = 1.0) -> float:
+    """``value`` (a request's) as a float in [low, high], or an AnalysisError."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if not low <= number <= high:  # NaN fails too
+        raise AnalysisError(f"{what} must be between {low:g} and {high:g}, not {short(value, 40)}.")
+    return number
+
+
 def layers_of(block: str) -> list[str]:
     """The layers one can open in ``block``: its separable convs, then its plain convs."""
     if block not in BLOCKS:
@@ -100,6 +122,8 @@ def flow_of(block: str) -> str:
 def layer_maps(analysis: Analysis, layer: str) -> tuple[Map, Map, str, str]:
     """Left and right map of a layer: depthwise | pointwise for a separable conv; for a plain
     conv, its output | the block output it feeds."""
+    if not isinstance(layer, str):
+        raise AnalysisError(f"Unknown layer {short(layer, 40)}: pick a separable conv or a conv.")
     if layer in SEPCONV_BLOCK:
         pair = analysis.sepconvs[layer]
         m = pair.depthwise.num_channels
@@ -111,7 +135,7 @@ def layer_maps(analysis: Analysis, layer: str) -> tuple[Map, Map, str, str]:
             f"Pointwise 1x1: {n} channels, each a mix of all {m} depthwise maps (before BN)",
         )
     if layer not in analysis.convs:
-        raise AnalysisError(f"Unknown layer {layer!r}: pick a separable conv or a conv.")
+        raise AnalysisError(f"Unknown layer {short(layer, 40)}: pick a separable conv or a conv.")
     block = layer.split("_")[0]
     conv = analysis.convs[layer]
     kind = "Residual 1x1 stride-2 conv" if layer.endswith("_residual") else "Conv 3x3"
@@ -150,9 +174,10 @@ def grid(
         raise AnalysisError(f"Cannot sort by {sort!r}: use one of {SORTS}.")
     if scale not in SCALES:
         raise AnalysisError(f"Unknown scale {scale!r}: use one of {SCALES}.")
+    overlay = fraction(overlay, "The image underlay", 0.0, 0.99)
     order = m.order(sort)
     pages = max(1, -(-m.num_channels // PER_PAGE))
-    page = min(max(int(page), 1), pages)
+    page = min(max(whole_number(page, "The page"), 1), pages)
     channels = order[(page - 1) * PER_PAGE : page * PER_PAGE]
     name, signed = resolve_cmap(cmap, m)
     img = render.channel_grid(
@@ -296,7 +321,7 @@ class Explorer:
             f"{left_title}. Page {lpage}/{lpages}.",
             f"{right_title}. Page {rpage}/{rpages}.",
             pages,
-            min(max(int(page), 1), pages),
+            min(max(whole_number(page, "The page"), 1), pages),
             lch,
             rch,
         )
@@ -313,7 +338,8 @@ class Explorer:
         """One channel enlarged (blended with the image, weight ``overlay``) and its statistics."""
         left, right, _, _ = layer_maps(analysis, layer)
         m = left if side == "left" else right
-        channel = int(channel)
+        channel = whole_number(channel, "The channel")
+        overlay = fraction(overlay, "The image underlay", 0.0, 0.99)
         if not 0 <= channel < m.num_channels:
             raise AnalysisError(f"{m.name} has channels 0 to {m.num_channels - 1}.")
         name, signed = resolve_cmap(cmap, m)
@@ -362,6 +388,9 @@ class Explorer:
         self, analysis: Analysis, block: str, alpha: float = 0.5
     ) -> tuple[Image.Image, str]:
         """One block's Grad-CAM over the image, and its caption."""
+        alpha = fraction(alpha, "The heatmap opacity")
+        if block not in analysis.gradcam:
+            raise AnalysisError(f"Unknown block {short(block, 40)}: use 'block1' to 'block14'.")
         return (
             render.overlay(analysis.image, analysis.gradcam[block], cmap="inferno", alpha=alpha),
             f"{block} ({BLOCKS[block].flow}) {cam_res(analysis, block)}",
@@ -391,7 +420,8 @@ class Explorer:
     ) -> tuple[Image.Image, Image.Image, str]:
         """An on-demand Captum attribution -> (overlay, heatmap, description)."""
         if method not in METHODS:
-            raise AnalysisError(f"Unknown method {method!r}: use one of {METHODS}.")
+            raise AnalysisError(f"Unknown method {short(method, 40)}: use one of {METHODS}.")
+        alpha = fraction(alpha, "The heatmap opacity")
         analysis = self.analysis(session)
         event = self.cancel_event(session_id)
         event.clear()
@@ -433,9 +463,10 @@ class Explorer:
             change = Ablation.drop_residual(blocks)
         elif kind == "zero_channel":
             left, right, _, _ = layer_maps(analysis, layer)
-            change = Ablation.zero_channel((left if side == "left" else right).name, channel)
+            m = left if side == "left" else right
+            change = Ablation.zero_channel(m.name, whole_number(channel, "The channel"))
         else:
-            raise AnalysisError(f"Unknown ablation {kind!r}.")
+            raise AnalysisError(f"Unknown ablation {short(kind, 40)}.")
         if not change.blocks and kind != "zero_channel":
             raise AnalysisError("Pick at least one block to change.")
         with out_of_memory_guard("the ablation"):
@@ -443,13 +474,15 @@ class Explorer:
 
     # --- export ----------------------------------------------------------------------------
 
-    def export_zip(self, session: Session, directory: Path, cmap: str = AUTO_CMAP) -> Path:
-        """One analysis as a zip: the input, every map's first grid page and Grad-CAM as PNG,
-        predictions and per-channel statistics as JSON."""
+    def export_name(self, session: Session) -> str:
+        """The file name an export of ``session`` gets: weights and class (made file-safe)."""
         analysis = self.analysis(session)
-        directory.mkdir(parents=True, exist_ok=True)
-        _remove_older_than(directory, self.max_age_s)
-        path = directory / f"xviz-{analysis.weights}-{analysis.target_label}.zip".replace(" ", "_")
+        return f"xviz-{analysis.weights}-{analysis.target_label}.zip"
+
+    def export_zip(self, session: Session, path: Path, cmap: str = AUTO_CMAP) -> Path:
+        """One analysis as a zip at ``path``: the input, every map's first grid page and
+        Grad-CAM as PNG, predictions and per-channel statistics as JSON."""
+        analysis = self.analysis(session)
         stats: dict[str, Any] = {}
         with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
             z.writestr("input.png", _png(Image.fromarray(analysis.image)))
@@ -486,16 +519,6 @@ def _at_least(img: Image.Image, side: int, resample: int) -> Image.Image:
     if img.width >= side:
         return img
     return img.resize((side, round(img.height * side / img.width)), resample)
-
-
-def _remove_older_than(directory: Path, max_age_s: float | None) -> None:
-    """Exports are not kept longer than analyses are."""
-    if max_age_s is None:
-        return
-    limit = time.time() - max_age_s
-    for old in directory.glob("xviz-*.zip"):
-        if old.stat().st_mtime < limit:
-            old.unlink(missing_ok=True)
 
 
 def _png(img: Image.Image) -> bytes:

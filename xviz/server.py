@@ -1,36 +1,73 @@
-"""Serving concerns of the web app: limits, start-up, the upload component, the header."""
+"""Serving concerns of the web app: limits, start-up, the gate every request passes, the header.
+
+What a request can name is attacker-controlled. The gate:
+- ``FilePathImage``: the image input opens only files Gradio received as uploads (inside its
+  cache) and the shipped examples; a ``data:`` URL is decoded by xviz; a URL is never fetched.
+  Every image then goes through ``xviz.preprocess.load_image`` and its limits.
+- ``XvizBlocks``: whatever fails while Gradio turns a request's values into handler arguments
+  is answered with a message, never an empty error, and logged in one short line.
+- ``ui_errors``: what fails inside a handler likewise.
+"""
 
 from __future__ import annotations
 
+import functools
+import logging
 import os
+import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import gradio as gr
-from gradio.data_classes import FileData
+from gradio.data_classes import ImageData
+from gradio.exceptions import InvalidPathError
 from PIL import Image
 
 from xviz.devices import resolve_device
+from xviz.errors import ImageError, XvizError, short
+from xviz.examples import all_examples
 from xviz.explorer import Explorer
 from xviz.model import Xception
-from xviz.preprocess import MAX_FILE_BYTES, MAX_PIXELS
+from xviz.preprocess import MAX_FILE_BYTES, MAX_PIXELS, data_url_bytes
 from xviz.weights import load_model
 
+logger = logging.getLogger(__name__)
+
+
+def env_number(name: str, default: float, minimum: float = 0, kind: type = int) -> Any:
+    """``$name`` as a number of ``kind`` >= ``minimum``, else ``default`` when unset.
+
+    The operator sets these; a value that is not such a number stops the app with a line that
+    says which variable is wrong, instead of a traceback.
+    """
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return kind(default)
+    try:
+        value = kind(raw)
+    except ValueError:
+        value = None
+    if value is None or value != value or value < minimum:  # value != value: NaN
+        raise SystemExit(f"xviz cannot start: ${name}={raw[:40]!r} is not a number >= {minimum}.")
+    return value
+
+
 # Pending requests beyond this are refused with Gradio's "queue is full" message.
-QUEUE_SIZE = int(os.environ.get("XVIZ_QUEUE_SIZE", "16"))
+QUEUE_SIZE = env_number("XVIZ_QUEUE_SIZE", 16, minimum=1)
 # A browser session's state (its image, a few hundred kB) is dropped after this long idle.
-SESSION_TTL_S = int(os.environ.get("XVIZ_SESSION_TTL_S", "3600"))
+SESSION_TTL_S = env_number("XVIZ_SESSION_TTL_S", 3600, minimum=1)
 # Memory for cached analyses (one analysis is about 46 MB at 299x299, 12 MB at 150x150).
-CACHE_MB = float(os.environ.get("XVIZ_CACHE_MB", "768"))
+CACHE_MB = env_number("XVIZ_CACHE_MB", 768, kind=float)
 # Analyses and exported zips unused for this long are deleted; so are Gradio's uploads.
-RETENTION_S = int(os.environ.get("XVIZ_RETENTION_S", "3600"))
+RETENTION_S = env_number("XVIZ_RETENTION_S", 3600, minimum=1)
 
 # How the app is launched, in production and in the tests alike. Unexpected errors show
 # Gradio's generic message (no internal paths); xviz's own errors always say what is wrong.
 LAUNCH_OPTIONS: dict[str, Any] = {
     "max_file_size": MAX_FILE_BYTES,
     # Closed browser sessions Gradio keeps (each ~0.3 MB); its default is 10000.
-    "state_session_capacity": int(os.environ.get("XVIZ_SESSIONS", "500")),
+    "state_session_capacity": env_number("XVIZ_SESSIONS", 500, minimum=1),
     "show_error": False,
     "allowed_paths": [],
     "share": False,
@@ -39,6 +76,140 @@ LAUNCH_OPTIONS: dict[str, Any] = {
 # Gradio's own image handling may open uploads with Pillow; keep its limit at ours.
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS
 
+# One answer for every file reference that is not an upload of this app, whether the file
+# exists or not, is an image or not: a refusal must not tell which server files exist.
+NOT_AN_UPLOAD = (
+    "xviz opens only images uploaded to this app and its own examples, and this is neither "
+    "(or its upload has expired). Upload the image again."
+)
+NO_URLS = "xviz does not download images from URLs. Download the image, then upload the file."
+UNREADABLE = (
+    "A value in this request could not be read: it has the wrong type or is not one of the "
+    "values this control takes."
+)
+INTERNAL = "xviz could not do this (an internal error, logged on the server). Please try again."
+_EXAMPLES = frozenset(path.resolve() for path in all_examples())
+
+
+def _is_url(value: Any) -> bool:
+    return isinstance(value, str) and value[:8].lower().startswith(("http://", "https://"))
+
+
+def uploaded_file(name: str, cache: str | Path) -> Path:
+    """The real path of ``name`` if it is a file Gradio received (inside its ``cache``) or a
+    shipped example; else ``ImageError(NOT_AN_UPLOAD)``.
+
+    Symbolic links and ``..`` are resolved first, so a link inside the cache that points out
+    of it is refused like the place it points to.
+    """
+    try:
+        real = Path(name).resolve(strict=True)
+        inside = real.is_relative_to(Path(cache).resolve()) or real in _EXAMPLES
+        if inside and real.is_file():
+            return real
+    except (OSError, RuntimeError, ValueError):  # missing, a link loop, a NUL byte
+        pass
+    raise ImageError(NOT_AN_UPLOAD)
+
+
+class FilePathImage(gr.Image):
+    """``gr.Image`` whose value reaches xviz undecoded: the path of an upload, or bytes.
+
+    Gradio's own preprocessing opens any ``path`` a request names that lacks Gradio's ``meta``
+    marker, and decodes ``data:`` URLs itself (re-encoding them lossily, without xviz's
+    limits). Here only uploads and examples are opened (``uploaded_file``), ``data:`` URLs
+    are decoded by xviz, and URLs are refused before Gradio would download them.
+    """
+
+    @classmethod
+    def get_block_name(cls) -> str:
+        return "image"  # the browser side is Gradio's own image component
+
+    def preprocess(self, payload: Any) -> str | bytes | None:
+        if payload is None:
+            return None
+        if isinstance(payload, dict):
+            payload = ImageData(**payload)
+        url = payload.url or ""
+        if url[:5].lower() == "data:":
+            return data_url_bytes(url)
+        if not payload.path:
+            raise ImageError(NO_URLS if url else NOT_AN_UPLOAD)
+        if _is_url(payload.path):
+            raise ImageError(NO_URLS)
+        return str(uploaded_file(payload.path, self.GRADIO_CACHE))
+
+    async def async_move_resource_to_block_cache(self, url_or_file_path: Any) -> str | None:
+        if _is_url(url_or_file_path):  # Gradio would download it before preprocess runs
+            raise ImageError(NO_URLS)
+        return await super().async_move_resource_to_block_cache(url_or_file_path)
+
+    def move_resource_to_block_cache(self, url_or_file_path: Any) -> str | None:
+        if _is_url(url_or_file_path):
+            raise ImageError(NO_URLS)
+        return super().move_resource_to_block_cache(url_or_file_path)
+
+
+def request_error(err: BaseException, where: str) -> gr.Error:
+    """The message for a request that failed: xviz's own, or one for its kind of failure.
+
+    Logs one line, with what the client sent cut short.
+    """
+    cause: BaseException | None = err
+    while cause is not None and not isinstance(cause, XvizError):
+        cause = cause.__cause__
+    if isinstance(cause, XvizError):
+        message = str(cause)
+    elif isinstance(err, (InvalidPathError, OSError)):
+        # Gradio refused to move the named file into its cache, or could not even look at
+        # it (a name too long for the file system, say): the same answer either way.
+        message = NOT_AN_UPLOAD
+    else:
+        message = UNREADABLE
+    logger.warning("refused a request to %s: %s", where, short(cause or err))
+    return gr.Error(message, print_exception=False)
+
+
+class XvizBlocks(gr.Blocks):
+    """``gr.Blocks`` whose requests never fail with an empty message.
+
+    Before a handler runs, Gradio moves the request's files to its cache, validates each value
+    against its component's data model and preprocesses it. A failure there reaches the client
+    as ``{"error": null}`` (unless ``show_error``, which would show internal details) and its
+    traceback, with the client's values in it, goes to the log.
+    """
+
+    async def preprocess_data(self, block_fn, inputs, state, explicit_call=False):
+        try:
+            return await super().preprocess_data(block_fn, inputs, state, explicit_call)
+        except gr.Error:
+            raise
+        except Exception as err:
+            raise request_error(err, block_fn.name or "an event") from None
+
+
+def ui_errors(fn: Callable) -> Callable:
+    """A handler whose failures reach the page as messages; the app keeps serving.
+
+    xviz's errors say what is wrong; anything else is a bug: the user gets ``INTERNAL`` and the
+    log gets the traceback's frames and the error cut short (a message can quote request data).
+    """
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except gr.Error:
+            raise
+        except XvizError as err:
+            raise gr.Error(str(err), print_exception=False) from None
+        except Exception as err:
+            frames = "".join(traceback.format_tb(err.__traceback__))
+            logger.error("internal error in %s: %s\n%s", fn.__name__, short(err), frames)
+            raise gr.Error(INTERNAL, print_exception=False) from None
+
+    return wrapper
+
 
 def make_explorer(
     weights: str | None = None, device: str | None = None, cache_mb: float = CACHE_MB
@@ -46,28 +217,6 @@ def make_explorer(
     """Load the weights (``XVIZ_WEIGHTS`` / auto) on the device and wrap them for the app."""
     model = load_model(weights or "auto", device=device or "auto")
     return Explorer(model, cache_mb=cache_mb, max_age_s=RETENTION_S)
-
-
-class FilePathImage(gr.Image):
-    """``gr.Image`` that hands the uploaded file to xviz undecoded.
-
-    Gradio's own preprocessing opens the file with Pillow before the handler runs, so a
-    corrupt or hostile upload would fail there with a generic error. xviz's loader checks
-    size, format and pixel count itself and says what is wrong.
-    """
-
-    @classmethod
-    def get_block_name(cls) -> str:
-        return "image"  # the browser side is Gradio's own image component
-
-    def preprocess(self, payload: Any) -> str | None:
-        if payload is None:
-            return None
-        if isinstance(payload, dict):
-            payload = FileData(**payload)
-        if payload.url and payload.url.startswith("data:"):
-            return super().preprocess(payload)
-        return str(Path(payload.path)) if payload.path else None
 
 
 def header_markdown(model: Xception) -> str:

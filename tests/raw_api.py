@@ -1,0 +1,106 @@
+"""Hand-made requests to the served app, the way an attacker or the browser sends them.
+
+``gradio_client`` uploads local files and shapes payloads itself; these helpers send exactly
+the JSON given: through the HTTP API (``/gradio_api/call/<api_name>``) and through the queue
+protocol the browser uses for every event, named or not (``/gradio_api/queue/join``).
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+TIMEOUT = 120
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a request ended: its output values, or the error message the client got."""
+
+    success: bool
+    data: list[Any] | None = None
+    error: str | None = None
+
+
+def _events(response: httpx.Response):
+    """The JSON payloads of a server-sent event stream, with their event names."""
+    name = None
+    for line in response.iter_lines():
+        if line.startswith("event:"):
+            name = line.split(":", 1)[1].strip()
+        elif line.startswith("data:"):
+            text = line.split(":", 1)[1].strip()
+            yield name, json.loads(text) if text and text != "null" else None
+
+
+def call(url: str, api_name: str, data: list[Any], session_hash: str | None = None) -> Outcome:
+    """POST ``data`` to a named endpoint (as session ``session_hash``, default a new one) and
+    wait for its result."""
+    base = url.rstrip("/")
+    body = {"data": data, "session_hash": session_hash}
+    # json.dumps, not httpx: it writes NaN as JSON does not, as a careless client may.
+    started = httpx.post(
+        f"{base}/gradio_api/call/{api_name}",
+        content=json.dumps(body),
+        headers={"content-type": "application/json"},
+        timeout=30,
+    )
+    started.raise_for_status()
+    event_id = started.json()["event_id"]
+    with httpx.stream(
+        "GET", f"{base}/gradio_api/call/{api_name}/{event_id}", timeout=TIMEOUT
+    ) as stream:
+        for name, payload in _events(stream):
+            if name == "complete":
+                return Outcome(True, data=payload)
+            if name == "error":
+                return Outcome(False, error=(payload or {}).get("error"))
+    raise AssertionError(f"no result for {api_name}")
+
+
+def dependency(config: dict, elem_id: str) -> tuple[int, int]:
+    """(fn_index, trigger_id) of the event whose trigger has ``elem_id``."""
+    ids = {c["id"] for c in config["components"] if c.get("props", {}).get("elem_id") == elem_id}
+    for dep in config["dependencies"]:
+        for target, _ in dep["targets"]:
+            if target in ids:
+                return dep["id"], target
+    raise AssertionError(f"no event triggered by #{elem_id}")
+
+
+def join(
+    url: str, fn_index: int, data: list[Any], session_hash: str, trigger_id: int | None = None
+) -> Outcome:
+    """Run event ``fn_index`` as the browser does, for the session ``session_hash``."""
+    base = url.rstrip("/")
+    body = {
+        "data": data,
+        "event_data": None,
+        "fn_index": fn_index,
+        "trigger_id": trigger_id,
+        "session_hash": session_hash,
+    }
+    joined = httpx.post(f"{base}/gradio_api/queue/join", json=body, timeout=30)
+    joined.raise_for_status()
+    event_id = joined.json()["event_id"]
+    with httpx.stream(
+        "GET", f"{base}/gradio_api/queue/data", params={"session_hash": session_hash},
+        timeout=TIMEOUT,
+    ) as stream:  # fmt: skip
+        for _, message in _events(stream):
+            if not message or message.get("event_id") != event_id:
+                continue
+            if message.get("msg") == "process_completed":
+                output = message.get("output") or {}
+                if message.get("success"):
+                    return Outcome(True, data=output.get("data"))
+                return Outcome(False, error=output.get("error"))
+    raise AssertionError(f"no result for event {fn_index}")
+
+
+def new_session() -> str:
+    return uuid.uuid4().hex[:11]
