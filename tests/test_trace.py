@@ -267,3 +267,12 @@ def test_steps_follow_the_network(model, analysis, network):
 def test_bad_step_arguments(model, analysis, args, message):
     with pytest.raises(AnalysisError, match=message):
         sepconv_steps(model, analysis, *args)
+
+
+def test_describe_says_what_was_summed(model, analysis):
+    corner = explain_value(model, analysis, "block3_sepconv1.depthwise", 2, 0, 0)
+    text = corner.describe()
+    assert "input channel 2's 3x3 window" in text and "5 of them in the zero padding" in text
+    assert f"**{corner.value:.4g}**" in text and f"{corner.map_value:.4g}" in text
+    inside = explain_value(model, analysis, "block3_sepconv1.pointwise", 2, 4, 4).describe()
+    assert "128 products of the depthwise values" in inside and "padding" not in inside

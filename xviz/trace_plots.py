@@ -183,7 +183,7 @@ def pointwise_trace_figure(
             y=[*terms, rest, trace.value],
             measure=["relative"] * (len(terms) + 1) + ["total"],
             customdata=[*channels, None, None],
-            text=[""] * (len(terms) + 1) + [_number(trace.value)],
+            text=[""] * len(terms) + [_number(rest), _number(trace.value)],
             textposition="outside",
             textfont={"size": 12},
             hovertext=hover,
