@@ -87,6 +87,8 @@ def test_unknown_step_or_layer_is_an_analysis_error(model, analysis):
         guide.answer("x" * 1000, model, analysis)
     with pytest.raises(AnalysisError, match="Unknown separable conv"):
         guide.answer(1, model, analysis, layer="block5")
+    with pytest.raises(AnalysisError, match="Unknown separable conv"):
+        guide.answer(1, model, analysis, layer=["block5_sepconv1"])
 
 
 @pytest.mark.parametrize("side", ["depthwise", "pointwise"])

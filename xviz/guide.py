@@ -171,7 +171,7 @@ def answer(
     the preset ablation (two forward passes).
     """
     chosen = step(key)
-    if layer not in SEPCONV_BLOCK:
+    if not isinstance(layer, str) or layer not in SEPCONV_BLOCK:
         raise AnalysisError(
             f"Unknown separable conv {str(layer)[:40]!r}: use e.g. {DEFAULT_LAYER!r}."
         )
