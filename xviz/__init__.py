@@ -1,7 +1,7 @@
 """xviz: see inside a pretrained Xception.
 
 Public API: ``load_model``, ``preprocess``, ``analyze``, ``attribute``, ``ablate``,
-``predict``, the model and its metadata, errors.
+``predict``, ``explain_value``, the model and its metadata, errors.
 """
 
 from xviz.ablation import Ablation, AblationResult, ablate, ablated
@@ -14,6 +14,7 @@ from xviz.hooks import Capture, model_lock
 from xviz.inference import predict
 from xviz.model import BLOCK_SPECS, BLOCKS, FLOWS, SEPCONV_NAMES, Xception
 from xviz.preprocess import load_image, preprocess
+from xviz.trace import ValueTrace, explain_value
 from xviz.weights import (
     WEIGHTS_NAMES,
     WeightsSource,
@@ -43,6 +44,7 @@ __all__ = [
     "Map",
     "Prediction",
     "SepConvMaps",
+    "ValueTrace",
     "WeightsError",
     "WeightsSource",
     "Xception",
@@ -51,6 +53,7 @@ __all__ = [
     "ablated",
     "analyze",
     "attribute",
+    "explain_value",
     "load_image",
     "load_model",
     "locate_weights",
