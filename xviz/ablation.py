@@ -123,7 +123,8 @@ class AblationResult:
 
     ``kl_divergence`` is KL(original || ablated) of the class distributions, in nats.
     ``map_change[name]`` is the relative L2 change ||ablated - original|| / ||original|| of
-    every map in :data:`~xviz.analysis.MAP_NAMES`.
+    every map in :data:`~xviz.analysis.MAP_NAMES` that the changed network computes (a dropped
+    residual 1x1 conv is not run, so it has none).
     """
 
     ablations: tuple[Ablation, ...]
@@ -230,7 +231,10 @@ def _relative_changes(
 
     with ablated(model, ablations), Capture(modules, keep=compare) as changes:
         changed_logits = model(x)[0].float()
-    change = OrderedDict((name, changes.outputs[name]) for name in MAP_NAMES)
+    # A dropped residual conv (blocks 2, 3, 4, 13) does not run at all: it has no change.
+    change = OrderedDict(
+        (name, changes.outputs[name]) for name in MAP_NAMES if name in changes.outputs
+    )
     return logits, changed_logits, change, before.outputs[watched], after[watched]
 
 
