@@ -12,6 +12,7 @@ import hashlib
 import http.client
 import io
 import json
+import logging
 import os
 import pickle
 import urllib.error
@@ -27,6 +28,7 @@ from safetensors.torch import save_file
 
 from xviz import _download, weights
 from xviz.errors import WeightsError
+from xviz.labels import imagenet_labels
 from xviz.model import BLOCK_SPECS, BLOCKS, Xception
 from xviz.weights import WeightsSource, load_model, locate_weights, save_safetensors
 
@@ -798,22 +800,31 @@ def cached(cache: Path, name: str) -> Path:
     return path
 
 
+def pin(monkeypatch, name: str, path: Path, url: str | None = None) -> None:
+    """Pin the known weights ``name`` to the digest of ``path`` (a file the test wrote), and
+    to ``url`` if given."""
+    known = weights._KNOWN[name]
+    digest = hashlib.new(known.pinned.algorithm, path.read_bytes()).hexdigest()
+    pinned = _download.PinnedDigest(known.pinned.algorithm, digest)
+    monkeypatch.setitem(
+        weights._KNOWN, name, dataclasses.replace(known, url=url or known.url, pinned=pinned)
+    )
+
+
 def serve(monkeypatch, tmp_path: Path, name: str, content: bytes) -> None:
     """Make the known weights ``name`` download from a local file:// URL."""
     source = tmp_path / f"served-{name}"
     source.write_bytes(content)
-    known = weights._KNOWN[name]
-    digest = hashlib.new(known.pinned.algorithm, content).hexdigest()
-    monkeypatch.setitem(
-        weights._KNOWN,
-        name,
-        dataclasses.replace(
-            known,
-            url=source.as_uri(),
-            pinned=_download.PinnedDigest(known.pinned.algorithm, digest),
-        ),
-    )
+    pin(monkeypatch, name, source, url=source.as_uri())
     monkeypatch.setattr(_download, "urlopen", urllib.request.urlopen)
+
+
+def install_kitchenware(monkeypatch, tmp_path: Path, model: Xception) -> Path:
+    """A kitchenware package file written from ``model``, pinned and found by "auto"."""
+    path = write_keras3_archive(tmp_path / weights.KITCHENWARE_FILE, model)
+    pin(monkeypatch, "kitchenware", path)
+    monkeypatch.setattr(weights, "kitchenware_file", lambda: path)
+    return path
 
 
 def test_auto_prefers_environment(cache, monkeypatch, tmp_path):
@@ -864,6 +875,79 @@ def test_auto_with_nothing_says_how_to_get_weights(cache):
     message = str(info.value)
     assert "no network in tests" in message
     assert weights.KITCHENWARE_INSTALL in message and "XVIZ_WEIGHTS" in message
+
+
+def test_auto_loads_the_official_keras1_file_from_the_cache(cache, monkeypatch, stats_model):
+    cache.mkdir()
+    path = cache / weights._KNOWN["keras-imagenet"].filename
+    write_keras1_h5(path, stats_model, "shuffled")
+    pin(monkeypatch, "keras-imagenet", path)
+    model = load_model(device="cpu")
+    assert (model.source.name, model.source.file) == ("keras-imagenet", str(path))
+    assert model.source.note == "found in the cache"
+    assert_same_weights(model, stats_model)
+    assert model.labels == list(imagenet_labels())
+
+
+def test_auto_sets_a_corrupt_cached_download_aside_and_says_so(
+    cache, monkeypatch, tmp_path, kitchen_model, caplog
+):
+    corrupt = cached(cache, "keras-imagenet")  # not the file its md5 pins
+    install_kitchenware(monkeypatch, tmp_path, kitchen_model)
+    with caplog.at_level(logging.INFO, logger="xviz"):
+        model = load_model(device="cpu")
+    assert model.source.name == "kitchenware"
+    note = model.source.note
+    assert note.startswith("from the installed package") and note.endswith("(see the log)")
+    assert "the cached keras-imagenet file was corrupt (moved aside)" in note
+    # Moved aside, it is downloaded afresh (which fails here: no network).
+    assert "the keras-imagenet download failed" in note
+    assert not corrupt.exists()
+    (aside,) = cache.iterdir()
+    assert aside.name.startswith(f"{corrupt.name}.corrupt-")
+    assert aside.read_bytes() == b"keras-imagenet"
+    failed = [r.getMessage() for r in caplog.records if "failed to load" in r.getMessage()]
+    assert len(failed) == 1 and "\n" not in failed[0]
+    assert str(corrupt) in failed[0] and "md5" in failed[0] and aside.name in failed[0]
+    # The next start never reads it again.
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="xviz"):
+        again = load_model(device="cpu")
+    assert again.source.name == "kitchenware" and "corrupt" not in again.source.note
+    assert not [r for r in caplog.records if "failed to load" in r.getMessage()]
+
+
+def test_auto_keeps_a_genuine_file_that_does_not_load(
+    cache, monkeypatch, tmp_path, imagenet_model, caplog
+):
+    """A file with the pinned digest that does not load is not a corrupt download: it is
+    kept, not downloaded again, and the next source is loaded."""
+    cache.mkdir()
+    keras = write_keras2_h5(
+        cache / weights._KNOWN["keras-imagenet"].filename, imagenet_model, top=False
+    )
+    pin(monkeypatch, "keras-imagenet", keras)
+    timm = cache / weights._KNOWN["timm-imagenet"].filename
+    torch.save(timm_state_dict(imagenet_model), timm)
+    pin(monkeypatch, "timm-imagenet", timm)
+    with caplog.at_level(logging.WARNING, logger="xviz"):
+        model = load_model(device="cpu")
+    assert model.source.name == "timm-imagenet"
+    assert model.source.note == (
+        "found in the cache, because the keras-imagenet file failed to load (see the log)"
+    )
+    assert_same_weights(model, imagenet_model)
+    assert keras.exists() and len(list(cache.iterdir())) == 2
+    (line,) = [r.getMessage() for r in caplog.records]
+    assert "keras-imagenet" in line and str(keras) in line and "'none' head" in line
+
+
+def test_auto_from_environment_says_so(cache, monkeypatch, tmp_path, imagenet_model):
+    path = tmp_path / "mine.pt"
+    torch.save(imagenet_model.state_dict(), path)
+    monkeypatch.setenv("XVIZ_WEIGHTS", str(path))
+    assert load_model(device="cpu").source.note == "set by $XVIZ_WEIGHTS"
+    assert load_model(path, device="cpu").source.note == ""
 
 
 def test_known_name_offline_not_cached(cache, monkeypatch):
@@ -925,6 +1009,37 @@ def test_download_with_wrong_hash_leaves_nothing(tmp_path):
     with pytest.raises(WeightsError, match="sha256"):
         _download.download(source.as_uri(), dest, _download.PinnedDigest("sha256", "43020ad28"))
     assert os.listdir(dest.parent) == []
+
+
+def test_download_logs_progress_every_tenth(tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr(_download, "CHUNK_BYTES", 1000)  # 103 chunks
+    content = bytes(range(256)) * 400
+    source = tmp_path / "served.h5"
+    source.write_bytes(content)
+    pinned = _download.PinnedDigest("md5", hashlib.md5(content).hexdigest())
+    with caplog.at_level(logging.INFO, logger="xviz"):
+        _download.download(source.as_uri(), tmp_path / "cache" / "w.h5", pinned)
+    progress = [r.getMessage() for r in caplog.records if r.getMessage().endswith("%)")]
+    assert [int(m.rsplit("(", 1)[1].removesuffix("%)")) for m in progress] == list(
+        range(10, 101, 10)
+    )
+    assert progress[-1] == "downloading w.h5: 0.1 of 0.1 MB (100%)"
+
+
+def test_download_of_unknown_size_logs_megabytes(tmp_path, monkeypatch, caplog):
+    chunks = iter([b"x" * 1000] * 10)
+
+    class Stream(io.BytesIO):  # no headers: the server did not say how large
+        def read(self, n=-1):
+            return next(chunks, b"")
+
+    monkeypatch.setattr(_download, "urlopen", lambda url, timeout: Stream())
+    monkeypatch.setattr(_download, "PROGRESS_BYTES", 3000)
+    pinned = _download.PinnedDigest("md5", hashlib.md5(b"x" * 10000).hexdigest())
+    with caplog.at_level(logging.INFO, logger="xviz"):
+        _download.download("https://example.invalid/w.h5", tmp_path / "w.h5", pinned)
+    progress = [r.getMessage() for r in caplog.records if r.getMessage().endswith(" MB")]
+    assert progress == ["downloading w.h5: 0.0 MB"] * 3  # at 3000, 6000, 9000 bytes
 
 
 def test_download_verified(tmp_path):
