@@ -6,6 +6,7 @@ Run ``python app.py`` (``GRADIO_SERVER_NAME`` / ``GRADIO_SERVER_PORT`` are honou
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import tempfile
 from collections.abc import Callable
@@ -503,10 +504,30 @@ def build_demo(explorer: ex.Explorer | None = None) -> gr.Blocks:
 
 
 def main() -> None:
+    # xviz says in the log which weights it tries, downloads (with progress) and skips;
+    # other libraries keep their default (warnings only).
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("xviz").setLevel(logging.INFO)
     try:
         demo = build_demo()
     except XvizError as err:  # e.g. corrupt weights: say which file and what is wrong
-        raise SystemExit(f"xviz cannot start: {err}") from None
+        if not os.environ.get("SPACE_ID"):
+            raise SystemExit(f"xviz cannot start: {err}") from None
+        # On Hugging Face Spaces (which sets SPACE_ID) an exit is restarted in a loop: serve
+        # a page that says what happened; the details (paths, URLs) stay in the log.
+        logging.getLogger("xviz").error("xviz cannot start: %s", err)
+        with gr.Blocks(title="xviz cannot start") as demo:
+            gr.Markdown(
+                "# xviz cannot start: no pretrained weights could be loaded\n\n"
+                "The Space's log (*Logs*) names every weights file that was tried and why "
+                "it failed. To fix it, then restart the Space:\n\n"
+                "- let it download the ImageNet weights once: it must reach "
+                "`storage.googleapis.com` (Keras) or `github.com` (timm), and neither "
+                "`XVIZ_OFFLINE` nor `HF_HUB_OFFLINE` may be set;\n"
+                "- or set the variable `XVIZ_WEIGHTS` in the Space's settings to "
+                "`keras-imagenet`, `timm-imagenet` or a weights file in the repository "
+                "(`.h5`, `.keras`, `.safetensors`, `.pth`)."
+            )
     demo.launch(**LAUNCH_OPTIONS)
 
 

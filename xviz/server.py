@@ -71,7 +71,7 @@ class FilePathImage(gr.Image):
 
 
 def header_markdown(model: Xception) -> str:
-    """One line on what this is, then which weights run where."""
+    """One line on what this is, then which weights run where and why those."""
     src = model.source
     device = resolve_device(str(next(model.parameters()).device))
     lines = [
@@ -89,6 +89,8 @@ def header_markdown(model: Xception) -> str:
         f"'{src.padding}' padding; running on **{device.type}**."
     )
     lines.append(weights)
+    if src.note:
+        lines.append(f"Why these weights: {src.note}.")
     if src.label_set == "kitchenware":
         lines.append(
             "> These are the offline weights: the backbone is the **ImageNet-trained Keras "
