@@ -357,7 +357,9 @@ def _load_auto(padding: Padding | None) -> tuple[Xception, WeightsSource, list[s
         except WeightsError as err:
             failures.append(_load_failed(name, path, err))
             continue
-        return model, replace(source, note=_note(how, failures)), labels
+        note = _note(how, failures)
+        logger.info("using the %s weights %s: %s", name, path, note)
+        return model, replace(source, note=note), labels
     raise _nothing_found(failures)
 
 
@@ -386,7 +388,7 @@ def _note(how: str, failures: list[_Failure]) -> str:
 
 
 def _nothing_found(failures: list[_Failure]) -> WeightsError:
-    reasons = "; ".join(f.detail for f in failures) or "nothing in the cache"
+    reasons = "; ".join(f.detail.rstrip(".") for f in failures) or "nothing in the cache"
     return WeightsError(
         f"No pretrained weights found: {reasons}. To get some: go online "
         f"(ImageNet weights download once into {_download.cache_dir()}), or "
