@@ -34,6 +34,7 @@ from xviz.server import (
     header_markdown,
     make_explorer,
     ui_errors,
+    unavailable_demo,
 )
 
 BLOCK_NAMES = list(BLOCKS)
@@ -509,12 +510,19 @@ def _stop_on_sigterm() -> None:
 
 
 def main() -> None:
-    logging.basicConfig(format="%(name)s: %(message)s")
+    # xviz says in the log which weights it tries, downloads (with progress) and skips;
+    # other libraries keep their default (warnings only).
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("xviz").setLevel(logging.INFO)
     try:
         demo = build_demo()
     except XvizError as err:  # e.g. corrupt weights: say which file and what is wrong
-        raise SystemExit(f"xviz cannot start: {err}") from None
+        if not os.environ.get("SPACE_ID"):
+            raise SystemExit(f"xviz cannot start: {err}") from None
+        # On Hugging Face Spaces (which sets SPACE_ID) an exit is restarted in a loop: serve
+        # a page that says what happened; the details (paths, URLs) stay in the log.
+        logging.getLogger("xviz").error("xviz cannot start: %s", err)
+        demo = unavailable_demo()
     _stop_on_sigterm()
     demo.launch(**LAUNCH_OPTIONS)
 

@@ -1,12 +1,27 @@
-"""The served app through gradio_client: /predict and /analyze, and bad uploads."""
+"""The served app through gradio_client: /predict and /analyze, and bad uploads; start-up
+with each kind of weights, broken ones included, locally and as a Space runs it."""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from gradio_client import Client, handle_file
 from PIL import Image
+from test_weights import pin, statistics_model, write_keras1_h5
 
+from xviz import weights
+from xviz.labels import imagenet_labels
 from xviz.preprocess import preprocess
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
@@ -88,20 +103,20 @@ def test_bad_upload_gives_a_clear_message_and_the_app_keeps_serving(
     assert client.predict(handle_file(str(photo)), 150, api_name="/predict")
 
 
-def test_startup_with_corrupt_weights_names_the_file_and_stops(tmp_path):
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
+# ---------------------------------------------------------------------------------------
+# Start-up
+# ---------------------------------------------------------------------------------------
 
+
+def test_startup_with_corrupt_weights_names_the_file_and_stops(tmp_path):
     bad = tmp_path / "truncated.safetensors"
     bad.write_bytes(b'\x10\x00\x00\x00\x00\x00\x00\x00{"a": ')
     env = {**os.environ, "XVIZ_WEIGHTS": str(bad), "XVIZ_OFFLINE": "1"}
-    root = Path(__file__).resolve().parent.parent
+    env.pop("SPACE_ID", None)
     done = subprocess.run(
-        [sys.executable, str(root / "app.py")],
+        [sys.executable, str(ROOT / "app.py")],
         env=env,
-        cwd=root,
+        cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=120,
@@ -109,3 +124,103 @@ def test_startup_with_corrupt_weights_names_the_file_and_stops(tmp_path):
     assert done.returncode == 1
     assert "xviz cannot start" in done.stderr and str(bad) in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_startup_with_the_official_keras1_file_in_the_cache(tmp_path, monkeypatch, photo):
+    """The official file's layout, cached under its name, runs the app with ImageNet labels."""
+    from app import build_demo
+    from xviz.server import make_explorer
+
+    source = statistics_model()
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    path = write_keras1_h5(cache / weights._KNOWN["keras-imagenet"].filename, source)
+    pin(monkeypatch, "keras-imagenet", path)
+    monkeypatch.setenv("XVIZ_CACHE", str(cache))
+    monkeypatch.setenv("XVIZ_OFFLINE", "1")
+    monkeypatch.delenv("XVIZ_WEIGHTS", raising=False)
+    explorer = make_explorer(device="cpu")
+    components = build_demo(explorer).config["components"]
+    header = next(c["props"]["value"] for c in components if c["type"] == "markdown")
+    assert "Weights: **keras-imagenet**" in header and "1000 classes (imagenet)" in header
+    assert "Why these weights: found in the cache." in header
+    result = explorer.prediction(explorer.analysis(explorer.start(str(photo), 150)))
+    with torch.inference_mode():
+        probs = torch.softmax(source(preprocess(str(photo), 150)), dim=1)[0]
+    top = torch.topk(probs, 5)
+    labels = imagenet_labels()
+    assert list(result) == [labels[i] for i in top.indices.tolist()]
+    assert list(result.values()) == pytest.approx(top.values.tolist(), rel=1e-4)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _serve_app(tmp_path: Path, **env: str) -> tuple[str, str]:
+    """Run ``python app.py`` as a server would (offline, an empty cache in ``tmp_path``,
+    ``env`` on top); returns the page at / once it answers 200, and the log so far."""
+    port = _free_port()
+    full_env = {
+        **{k: v for k, v in os.environ.items() if k not in ("XVIZ_WEIGHTS", "SPACE_ID")},
+        "XVIZ_CACHE": str(tmp_path / "cache"),
+        "XVIZ_OFFLINE": "1",
+        "GRADIO_SERVER_NAME": "127.0.0.1",
+        "GRADIO_SERVER_PORT": str(port),
+        **env,
+    }
+    log_path = tmp_path / "app.log"
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, str(ROOT / "app.py")], env=full_env, cwd=ROOT, stdout=log, stderr=log
+        )
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, f"app.py exited:\n{log_path.read_text()}"
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as answer:
+                    return answer.read().decode(), log_path.read_text()
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                time.sleep(0.5)
+        raise AssertionError(f"no page within 240 s:\n{log_path.read_text()}")
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(weights.kitchenware_file() is None, reason="kitchenware not installed")
+def test_startup_with_a_corrupt_cached_download_runs_the_next_weights_and_says_so(tmp_path):
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    corrupt = cache / weights._KNOWN["keras-imagenet"].filename
+    corrupt.write_bytes(b"<html>an error page saved as weights</html>")
+    page, log = _serve_app(tmp_path)
+    assert "Weights: **kitchenware**" in page
+    assert "the cached keras-imagenet file was corrupt (moved aside)" in page
+    (line,) = [line for line in log.splitlines() if "failed to load" in line]
+    assert "keras-imagenet" in line and str(corrupt) in line and "md5" in line
+    assert not corrupt.exists()
+    assert [p.name.startswith(f"{corrupt.name}.corrupt-") for p in cache.iterdir()] == [True]
+
+
+@pytest.mark.slow
+def test_space_without_weights_serves_a_page_that_says_why(tmp_path):
+    """As a Space runs it (SPACE_ID set), offline, without the kitchenware package: a page
+    that explains, instead of an exit that Spaces would restart forever."""
+    # A package of that name without the weights file, ahead of any installed one.
+    shadow = tmp_path / "shadow" / weights.KITCHENWARE_PACKAGE
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text("")
+    page, log = _serve_app(tmp_path, SPACE_ID="someone/xviz", PYTHONPATH=str(shadow.parent))
+    assert "no pretrained weights could be loaded" in page
+    assert "XVIZ_WEIGHTS" in page and "XVIZ_OFFLINE" in page
+    assert str(tmp_path) not in page  # paths stay in the log
+    assert "xviz cannot start: No pretrained weights found" in log

@@ -1,8 +1,8 @@
 """Loading weights: every file layout, strictness, hostile files, auto-selection, downloads.
 
 The Keras and timm files are written here from a random model with their own inverse
-mappings (written from the formats' descriptions, not from xviz._formats), so that a
-transposition or a mix-up of layers shows as a difference.
+mappings (written from the formats' descriptions and the public loaders of the real files,
+not from xviz._formats), so that a transposition or a mix-up of layers shows as a difference.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import hashlib
 import http.client
 import io
 import json
+import logging
 import os
 import pickle
 import urllib.error
@@ -27,6 +28,7 @@ from safetensors.torch import save_file
 
 from xviz import _download, weights
 from xviz.errors import WeightsError
+from xviz.labels import imagenet_labels
 from xviz.model import BLOCK_SPECS, BLOCKS, Xception
 from xviz.weights import WeightsSource, load_model, locate_weights, save_safetensors
 
@@ -58,6 +60,38 @@ def imagenet_model() -> Xception:
 @pytest.fixture(scope="module")
 def kitchen_model() -> Xception:
     return random_model("kitchenware")
+
+
+def statistics_model() -> Xception:
+    """An ImageNet-head model with default conv weights and distinct, non-trivial BN
+    statistics (gamma, beta, mean, variance all random per channel), whose logits stay
+    finite, so that a mix-up of two same-shape BNs shows in the logits."""
+    torch.manual_seed(1)
+    model = Xception("imagenet").eval()
+    with torch.no_grad():
+        for key, tensor in model.state_dict().items():
+            if not key.startswith("block") or not tensor.is_floating_point():
+                continue
+            if key.endswith("bn.weight"):
+                tensor.uniform_(0.5, 1.5)
+            elif key.endswith("running_var"):
+                tensor.uniform_(0.5, 2.0)
+            elif key.endswith(("bn.bias", "running_mean")):
+                tensor.normal_(0.0, 0.2)
+        model.classifier.weight.normal_(0.0, 0.05)
+    return model
+
+
+@pytest.fixture(scope="module")
+def stats_model() -> Xception:
+    return statistics_model()
+
+
+def logits(model: Xception) -> torch.Tensor:
+    """The model's logits on two fixed random images, 150x150."""
+    images = torch.rand(2, 3, 150, 150, generator=torch.Generator().manual_seed(7)) * 2 - 1
+    with torch.no_grad():
+        return model(images)
 
 
 def assert_same_weights(loaded: Xception, original: Xception) -> None:
@@ -213,11 +247,180 @@ def write_keras3_archive(path: Path, model: Xception) -> Path:
     return path
 
 
+# Keras 1 class -> the prefix of its automatic names (keras 1.x keras/engine/topology.py
+# Layer.__init__: the class name lowercased, then a per-class counter).
+KERAS1_PREFIX = {
+    "Convolution2D": "convolution2d",
+    "SeparableConvolution2D": "separableconvolution2d",
+    "BatchNormalization": "batchnormalization",
+    "Dense": "dense",
+}
+
+
+def keras1_table() -> list[tuple[str, str, str]]:
+    """``(automatic name, Keras 1 class, xviz module)`` of every layer with weights, in the
+    order Keras 1's Xception creates them (fchollet/deep-learning-models xception.py): block1's
+    two convs with their BNs; then per block its residual 1x1 conv and BN (blocks 2, 3, 4,
+    13), created before the block's separable convs, each of which is followed by its BN; the
+    Dense last, which is ``dense_2`` in the official file."""
+    modules = [
+        ("Convolution2D", "block1.conv1"),
+        ("BatchNormalization", "block1.conv1_bn"),
+        ("Convolution2D", "block1.conv2"),
+        ("BatchNormalization", "block1.conv2_bn"),
+    ]
+    for spec in BLOCK_SPECS[1:]:
+        if spec.residual == "conv":
+            modules += [
+                ("Convolution2D", f"{spec.name}.residual"),
+                ("BatchNormalization", f"{spec.name}.residual_bn"),
+            ]
+        for name, _, _ in spec.sepconvs:
+            short = f"{spec.name}.{name.removeprefix(spec.name + '_')}"
+            modules += [("SeparableConvolution2D", short), ("BatchNormalization", f"{short}_bn")]
+    counters = {"Dense": 1}  # the official file's Dense is dense_2
+    table = []
+    for cls, module in [*modules, ("Dense", "classifier")]:
+        counters[cls] = counters.get(cls, 0) + 1
+        table.append((f"{KERAS1_PREFIX[cls]}_{counters[cls]}", cls, module))
+    return table
+
+
+def keras1_arrays(model: Xception, cls: str, module: str) -> dict[str, np.ndarray]:
+    """One layer's Keras 1 variables by name suffix, channels-last (tf dim ordering)."""
+    sd = {k: v.detach() for k, v in model.state_dict().items()}
+    if cls == "Convolution2D":
+        return {"W": sd[f"{module}.weight"].permute(2, 3, 1, 0).numpy()}
+    if cls == "SeparableConvolution2D":
+        return {
+            "depthwise_kernel": sd[f"{module}.depthwise.weight"].permute(2, 3, 0, 1).numpy(),
+            "pointwise_kernel": sd[f"{module}.pointwise.weight"].permute(2, 3, 1, 0).numpy(),
+        }
+    if cls == "BatchNormalization":
+        return {
+            "gamma": sd[f"{module}.weight"].numpy(),
+            "beta": sd[f"{module}.bias"].numpy(),
+            "running_mean": sd[f"{module}.running_mean"].numpy(),
+            "running_std": sd[f"{module}.running_var"].numpy(),  # Keras 1 keeps the variance here
+        }
+    return {"W": sd[f"{module}.weight"].T.numpy(), "b": sd[f"{module}.bias"].numpy()}
+
+
+KERAS1_ORDERS = ("created", "alphabetical", "shuffled")
+
+
+def write_keras1_h5(
+    path: Path,
+    model: Xception,
+    order: str = "created",
+    swap: tuple[str, str] | None = None,
+) -> Path:
+    """The official ImageNet file's layout, as public loaders of that file read it
+    (kazuto1011/pytorch-ported-models models/classification/xception.py, AbhishekRS4/
+    pretrained_models frozen/xception.py): root ``layer_names`` listing every layer, weighted
+    or not (Keras 1 saves them all); each weighted layer's variables flat in its group,
+    ``convolution2d_1/convolution2d_1_W:0``, in Keras 1's order (trainable, then the running
+    statistics); no ``keras_version`` attribute (Keras 2 then reads the file as Keras 1).
+
+    ``order`` of ``layer_names``: ``"created"`` (weighted layers interleaved with activations
+    and merges), ``"alphabetical"`` (as HDF5 lists groups), ``"shuffled"`` (seeded; the BN
+    variables listed in reverse too). ``swap`` writes two layers' weights under each other's
+    names.
+    """
+    table = keras1_table()
+    arrays = {name: keras1_arrays(model, cls, module) for name, cls, module in table}
+    if swap:
+        a, b = swap
+        arrays[a], arrays[b] = arrays[b], arrays[a]
+    names = ["input_1"]
+    for i, (name, _, _) in enumerate(table, start=1):
+        names += [name, f"activation_{i}"] if name.startswith("batch") else [name]
+    names += [f"merge_{i}" for i in range(1, 13)]
+    if order == "alphabetical":
+        names.sort()
+    elif order == "shuffled":
+        names = [names[i] for i in np.random.default_rng(5).permutation(len(names))]
+    with h5py.File(path, "w") as f:
+        f.attrs["layer_names"] = np.array([n.encode() for n in names])
+        for name in names:
+            group = f.create_group(name)
+            variables = list(arrays.get(name, {}))
+            if order == "shuffled" and name.startswith("batch"):
+                variables.reverse()
+            weight_names = [f"{name}_{v}:0" for v in variables]
+            group.attrs["weight_names"] = np.array([n.encode() for n in weight_names], dtype="S")
+            for v, weight_name in zip(variables, weight_names, strict=True):
+                group.create_dataset(weight_name, data=arrays[name][v])
+    return path
+
+
+# timm's own model definition, timm/models/xception.py (``legacy_xception``; huggingface/
+# pytorch-image-models aa4b5850, 2026-08), the same module tree as Cadene's pretrainedmodels
+# xception.py: Xception registers conv1, bn1, conv2, bn2, block1..block12, conv3, bn3, conv4,
+# bn4, fc. Block(in, out, reps, strides, start_with_relu, grow_first) registers skip + skipbn
+# (when out != in or strides != 1) *before* rep; rep is [ReLU, SeparableConv2d (conv1 =
+# depthwise, pointwise), BatchNorm2d] per separable conv, without the first ReLU when
+# start_with_relu=False; grow_first=False widens at the last separable conv. The weights
+# (xception-43020ad28.pth) load with no filter function, so their keys are these names.
+TIMM_BLOCKS = [
+    (64, 128, 2, 2, False, True),
+    (128, 256, 2, 2, True, True),
+    (256, 728, 2, 2, True, True),
+    *[(728, 728, 3, 1, True, True)] * 8,
+    (728, 1024, 2, 2, True, False),
+]
+
+
+def timm_reference_keys() -> list[tuple[str, tuple[int, ...]]]:
+    """``(key, shape)`` of timm's legacy_xception state dict in module order, without
+    ``num_batches_tracked``."""
+    keys: list[tuple[str, tuple[int, ...]]] = []
+
+    def bn(name: str, c: int) -> None:
+        keys.extend(
+            (f"{name}.{v}", (c,)) for v in ("weight", "bias", "running_mean", "running_var")
+        )
+
+    def sep(name: str, c_in: int, c_out: int) -> None:
+        keys.extend(
+            [
+                (f"{name}.conv1.weight", (c_in, 1, 3, 3)),
+                (f"{name}.pointwise.weight", (c_out, c_in, 1, 1)),
+            ]
+        )
+
+    keys.append(("conv1.weight", (32, 3, 3, 3)))
+    bn("bn1", 32)
+    keys.append(("conv2.weight", (64, 32, 3, 3)))
+    bn("bn2", 64)
+    for j, (c_in, c_out, reps, strides, start_with_relu, grow_first) in enumerate(TIMM_BLOCKS, 1):
+        if c_out != c_in or strides != 1:
+            keys.append((f"block{j}.skip.weight", (c_out, c_in, 1, 1)))
+            bn(f"block{j}.skipbn", c_out)
+        rep: list[tuple[str, int, int]] = []
+        for i in range(reps):
+            if grow_first:
+                inc, outc = (c_in if i == 0 else c_out), c_out
+            else:
+                inc, outc = c_in, (c_in if i < reps - 1 else c_out)
+            rep += [("relu", 0, 0), ("sep", inc, outc), ("bn", outc, outc)]
+        for index, (module, inc, outc) in enumerate(rep if start_with_relu else rep[1:]):
+            if module == "sep":
+                sep(f"block{j}.rep.{index}", inc, outc)
+            elif module == "bn":
+                bn(f"block{j}.rep.{index}", outc)
+    sep("conv3", 1024, 1536)
+    bn("bn3", 1536)
+    sep("conv4", 1536, 2048)
+    bn("bn4", 2048)
+    keys += [("fc.weight", (1000, 2048)), ("fc.bias", (1000,))]
+    return keys
+
+
 def timm_state_dict(model: Xception) -> dict[str, torch.Tensor]:
-    """The timm ``legacy_xception`` layout, built the way timm's ``Block`` builds ``rep``:
-    [ReLU, SeparableConv2d(conv1, pointwise), BatchNorm2d] per separable conv, the leading
-    ReLU dropped in timm's block1; timm blocks 1-12 = Keras blocks 2-13. No
-    ``num_batches_tracked``, as in Cadene's file (saved before PyTorch 0.4.1)."""
+    """The timm ``legacy_xception`` layout (see ``TIMM_BLOCKS``), keys in timm's module
+    order: timm blocks 1-12 = Keras blocks 2-13, timm's conv3/conv4 = block14's separable
+    convs. No ``num_batches_tracked``, as in Cadene's file (saved before PyTorch 0.4.1)."""
     sd = model.state_dict()
     out = {}
 
@@ -235,6 +438,9 @@ def timm_state_dict(model: Xception) -> dict[str, torch.Tensor]:
         put(timm_module, ours)
     for j in range(1, 13):
         spec = BLOCKS[f"block{j + 1}"]
+        if spec.residual == "conv":
+            put(f"block{j}.skip", f"{spec.name}.residual")
+            put(f"block{j}.skipbn", f"{spec.name}.residual_bn")
         rep = [m for name, _, _ in spec.sepconvs for m in ("relu", name, f"{name}_bn")]
         rep = rep[1:] if j == 1 else rep
         for index, module in enumerate(rep):
@@ -244,9 +450,6 @@ def timm_state_dict(model: Xception) -> dict[str, torch.Tensor]:
             elif module != "relu":
                 put(f"block{j}.rep.{index}.conv1", f"{short}.depthwise")
                 put(f"block{j}.rep.{index}.pointwise", f"{short}.pointwise")
-        if spec.residual == "conv":
-            put(f"block{j}.skip", f"{spec.name}.residual")
-            put(f"block{j}.skipbn", f"{spec.name}.residual_bn")
     for i in (1, 2):
         put(f"conv{i + 2}.conv1", f"block14.sepconv{i}.depthwise")
         put(f"conv{i + 2}.pointwise", f"block14.sepconv{i}.pointwise")
@@ -307,12 +510,100 @@ def test_keras3_archive_with_nested_model(tmp_path, kitchen_model):
     check_round_trip(model, tmp_path)
 
 
+def test_keras1_names_are_those_public_loaders_read(stats_model):
+    # As kazuto1011/pytorch-ported-models (load_from_keras) and AbhishekRS4/pretrained_models
+    # (frozen/xception.py) read the official file.
+    table = {name: module for name, _, module in keras1_table()}
+    assert len(table) == 6 + 34 + 40 + 1
+    assert table["convolution2d_1"] == "block1.conv1"
+    assert table["batchnormalization_2"] == "block1.conv2_bn"
+    assert table["convolution2d_3"] == "block2.residual"
+    assert table["batchnormalization_3"] == "block2.residual_bn"
+    assert table["separableconvolution2d_1"] == "block2.sepconv1"
+    assert table["batchnormalization_4"] == "block2.sepconv1_bn"
+    assert table["batchnormalization_5"] == "block2.sepconv2_bn"
+    assert table["convolution2d_4"] == "block3.residual"
+    assert table["batchnormalization_6"] == "block3.residual_bn"
+    assert table["separableconvolution2d_7"] == "block5.sepconv1"
+    assert table["batchnormalization_12"] == "block5.sepconv1_bn"
+    assert table["convolution2d_6"] == "block13.residual"
+    assert table["batchnormalization_36"] == "block13.residual_bn"
+    assert table["separableconvolution2d_31"] == "block13.sepconv1"
+    assert table["batchnormalization_37"] == "block13.sepconv1_bn"
+    assert table["batchnormalization_40"] == "block14.sepconv2_bn"
+    assert table["separableconvolution2d_34"] == "block14.sepconv2"
+    assert table["dense_2"] == "classifier"
+
+
+@pytest.mark.parametrize("order", KERAS1_ORDERS)
+def test_keras1_official_layout_loads_exactly(tmp_path, stats_model, order):
+    path = write_keras1_h5(
+        tmp_path / "xception_weights_tf_dim_ordering_tf_kernels.h5", stats_model, order
+    )
+    model = load_model(path, device="cpu")
+    assert_same_weights(model, stats_model)
+    assert torch.equal(logits(model), logits(stats_model))
+    assert model.head_name == "imagenet" and len(model.labels) == 1000
+    assert (model.source.padding, model.source.bn_eps, model.source.input_size) == (
+        "keras",
+        1e-3,
+        299,
+    )
+
+
+@pytest.mark.parametrize(
+    "pair",
+    [
+        ("batchnormalization_3", "batchnormalization_4"),  # block2: residual / sepconv1, 128
+        ("batchnormalization_36", "batchnormalization_38"),  # block13: residual / sepconv2, 1024
+    ],
+)
+def test_keras1_same_shape_layers_are_told_apart_by_number(tmp_path, stats_model, pair):
+    """Two BNs of one width, written under each other's names, load without a shape error
+    and change the logits: only the numbers tell them apart, and the fixture shows a mix-up."""
+    path = write_keras1_h5(tmp_path / "swapped.h5", stats_model, "shuffled", swap=pair)
+    model = load_model(path, device="cpu")
+    table = {name: module for name, _, module in keras1_table()}
+    first, second = (table[name] for name in pair)
+    got = model.state_dict()
+    want = stats_model.state_dict()
+    assert torch.equal(got[f"{first}.running_var"], want[f"{second}.running_var"])
+    assert not torch.allclose(logits(model), logits(stats_model), atol=1e-4)
+
+
+def test_keras1_without_top_and_with_a_missing_layer(tmp_path, stats_model):
+    path = write_keras1_h5(tmp_path / "notop.h5", stats_model)
+    with h5py.File(path, "a") as f:
+        names = [n for n in f.attrs["layer_names"] if n != b"dense_2"]
+        f.attrs["layer_names"] = np.array(names)
+    model = load_model(path, device="cpu")
+    assert model.head_name == "none"
+    assert torch.equal(
+        model.block13.residual_bn.running_var, stats_model.block13.residual_bn.running_var
+    )
+    with h5py.File(path, "a") as f:
+        names = [n for n in f.attrs["layer_names"] if n != b"batchnormalization_5"]
+        f.attrs["layer_names"] = np.array(names)
+    with pytest.raises(WeightsError, match=r"Keras 1 file has 39 bn layer\(s\)"):
+        load_model(path, device="cpu")
+
+
+def test_timm_fixture_has_timms_own_keys_in_timms_order(imagenet_model):
+    state_dict = timm_state_dict(imagenet_model)
+    assert [(k, tuple(v.shape)) for k, v in state_dict.items()] == timm_reference_keys()
+
+
 @pytest.mark.parametrize("kind", ["pth", "pth-legacy", "safetensors"])
 def test_timm_layout(tmp_path, imagenet_model, kind):
     path = tmp_path / f"xception-timm.{kind.removesuffix('-legacy')}"
     state_dict = timm_state_dict(imagenet_model)
     # conv weights (block1, 34 x depthwise + pointwise, 4 skips) + 40 BNs x 4 + fc weight, bias
     assert len(state_dict) == (2 + 34 * 2 + 4) + (2 + 34 + 4) * 4 + 2
+    if kind == "pth":
+        # A state dict saved by PyTorch >= 0.4.1 also holds BN step counters (the source
+        # model's are 0).
+        for key in [k for k in state_dict if k.endswith("running_var")]:
+            state_dict[key.replace("running_var", "num_batches_tracked")] = torch.tensor(0)
     if kind == "safetensors":
         save_file(state_dict, str(path))
     else:
@@ -509,22 +800,31 @@ def cached(cache: Path, name: str) -> Path:
     return path
 
 
+def pin(monkeypatch, name: str, path: Path, url: str | None = None) -> None:
+    """Pin the known weights ``name`` to the digest of ``path`` (a file the test wrote), and
+    to ``url`` if given."""
+    known = weights._KNOWN[name]
+    digest = hashlib.new(known.pinned.algorithm, path.read_bytes()).hexdigest()
+    pinned = _download.PinnedDigest(known.pinned.algorithm, digest)
+    monkeypatch.setitem(
+        weights._KNOWN, name, dataclasses.replace(known, url=url or known.url, pinned=pinned)
+    )
+
+
 def serve(monkeypatch, tmp_path: Path, name: str, content: bytes) -> None:
     """Make the known weights ``name`` download from a local file:// URL."""
     source = tmp_path / f"served-{name}"
     source.write_bytes(content)
-    known = weights._KNOWN[name]
-    digest = hashlib.new(known.pinned.algorithm, content).hexdigest()
-    monkeypatch.setitem(
-        weights._KNOWN,
-        name,
-        dataclasses.replace(
-            known,
-            url=source.as_uri(),
-            pinned=_download.PinnedDigest(known.pinned.algorithm, digest),
-        ),
-    )
+    pin(monkeypatch, name, source, url=source.as_uri())
     monkeypatch.setattr(_download, "urlopen", urllib.request.urlopen)
+
+
+def install_kitchenware(monkeypatch, tmp_path: Path, model: Xception) -> Path:
+    """A kitchenware package file written from ``model``, pinned and found by "auto"."""
+    path = write_keras3_archive(tmp_path / weights.KITCHENWARE_FILE, model)
+    pin(monkeypatch, "kitchenware", path)
+    monkeypatch.setattr(weights, "kitchenware_file", lambda: path)
+    return path
 
 
 def test_auto_prefers_environment(cache, monkeypatch, tmp_path):
@@ -575,6 +875,79 @@ def test_auto_with_nothing_says_how_to_get_weights(cache):
     message = str(info.value)
     assert "no network in tests" in message
     assert weights.KITCHENWARE_INSTALL in message and "XVIZ_WEIGHTS" in message
+
+
+def test_auto_loads_the_official_keras1_file_from_the_cache(cache, monkeypatch, stats_model):
+    cache.mkdir()
+    path = cache / weights._KNOWN["keras-imagenet"].filename
+    write_keras1_h5(path, stats_model, "shuffled")
+    pin(monkeypatch, "keras-imagenet", path)
+    model = load_model(device="cpu")
+    assert (model.source.name, model.source.file) == ("keras-imagenet", str(path))
+    assert model.source.note == "found in the cache"
+    assert_same_weights(model, stats_model)
+    assert model.labels == list(imagenet_labels())
+
+
+def test_auto_sets_a_corrupt_cached_download_aside_and_says_so(
+    cache, monkeypatch, tmp_path, kitchen_model, caplog
+):
+    corrupt = cached(cache, "keras-imagenet")  # not the file its md5 pins
+    install_kitchenware(monkeypatch, tmp_path, kitchen_model)
+    with caplog.at_level(logging.INFO, logger="xviz"):
+        model = load_model(device="cpu")
+    assert model.source.name == "kitchenware"
+    note = model.source.note
+    assert note.startswith("from the installed package") and note.endswith("(see the log)")
+    assert "the cached keras-imagenet file was corrupt (moved aside)" in note
+    # Moved aside, it is downloaded afresh (which fails here: no network).
+    assert "the keras-imagenet download failed" in note
+    assert not corrupt.exists()
+    (aside,) = cache.iterdir()
+    assert aside.name.startswith(f"{corrupt.name}.corrupt-")
+    assert aside.read_bytes() == b"keras-imagenet"
+    failed = [r.getMessage() for r in caplog.records if "failed to load" in r.getMessage()]
+    assert len(failed) == 1 and "\n" not in failed[0]
+    assert str(corrupt) in failed[0] and "md5" in failed[0] and aside.name in failed[0]
+    # The next start never reads it again.
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="xviz"):
+        again = load_model(device="cpu")
+    assert again.source.name == "kitchenware" and "corrupt" not in again.source.note
+    assert not [r for r in caplog.records if "failed to load" in r.getMessage()]
+
+
+def test_auto_keeps_a_genuine_file_that_does_not_load(
+    cache, monkeypatch, tmp_path, imagenet_model, caplog
+):
+    """A file with the pinned digest that does not load is not a corrupt download: it is
+    kept, not downloaded again, and the next source is loaded."""
+    cache.mkdir()
+    keras = write_keras2_h5(
+        cache / weights._KNOWN["keras-imagenet"].filename, imagenet_model, top=False
+    )
+    pin(monkeypatch, "keras-imagenet", keras)
+    timm = cache / weights._KNOWN["timm-imagenet"].filename
+    torch.save(timm_state_dict(imagenet_model), timm)
+    pin(monkeypatch, "timm-imagenet", timm)
+    with caplog.at_level(logging.WARNING, logger="xviz"):
+        model = load_model(device="cpu")
+    assert model.source.name == "timm-imagenet"
+    assert model.source.note == (
+        "found in the cache, because the keras-imagenet file failed to load (see the log)"
+    )
+    assert_same_weights(model, imagenet_model)
+    assert keras.exists() and len(list(cache.iterdir())) == 2
+    (line,) = [r.getMessage() for r in caplog.records]
+    assert "keras-imagenet" in line and str(keras) in line and "'none' head" in line
+
+
+def test_auto_from_environment_says_so(cache, monkeypatch, tmp_path, imagenet_model):
+    path = tmp_path / "mine.pt"
+    torch.save(imagenet_model.state_dict(), path)
+    monkeypatch.setenv("XVIZ_WEIGHTS", str(path))
+    assert load_model(device="cpu").source.note == "set by $XVIZ_WEIGHTS"
+    assert load_model(path, device="cpu").source.note == ""
 
 
 def test_known_name_offline_not_cached(cache, monkeypatch):
@@ -636,6 +1009,37 @@ def test_download_with_wrong_hash_leaves_nothing(tmp_path):
     with pytest.raises(WeightsError, match="sha256"):
         _download.download(source.as_uri(), dest, _download.PinnedDigest("sha256", "43020ad28"))
     assert os.listdir(dest.parent) == []
+
+
+def test_download_logs_progress_every_tenth(tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr(_download, "CHUNK_BYTES", 1000)  # 103 chunks
+    content = bytes(range(256)) * 400
+    source = tmp_path / "served.h5"
+    source.write_bytes(content)
+    pinned = _download.PinnedDigest("md5", hashlib.md5(content).hexdigest())
+    with caplog.at_level(logging.INFO, logger="xviz"):
+        _download.download(source.as_uri(), tmp_path / "cache" / "w.h5", pinned)
+    progress = [r.getMessage() for r in caplog.records if r.getMessage().endswith("%)")]
+    assert [int(m.rsplit("(", 1)[1].removesuffix("%)")) for m in progress] == list(
+        range(10, 101, 10)
+    )
+    assert progress[-1] == "downloading w.h5: 0.1 of 0.1 MB (100%)"
+
+
+def test_download_of_unknown_size_logs_megabytes(tmp_path, monkeypatch, caplog):
+    chunks = iter([b"x" * 1000] * 10)
+
+    class Stream(io.BytesIO):  # no headers: the server did not say how large
+        def read(self, n=-1):
+            return next(chunks, b"")
+
+    monkeypatch.setattr(_download, "urlopen", lambda url, timeout: Stream())
+    monkeypatch.setattr(_download, "PROGRESS_BYTES", 3000)
+    pinned = _download.PinnedDigest("md5", hashlib.md5(b"x" * 10000).hexdigest())
+    with caplog.at_level(logging.INFO, logger="xviz"):
+        _download.download("https://example.invalid/w.h5", tmp_path / "w.h5", pinned)
+    progress = [r.getMessage() for r in caplog.records if r.getMessage().endswith(" MB")]
+    assert progress == ["downloading w.h5: 0.0 MB"] * 3  # at 3000, 6000, 9000 bytes
 
 
 def test_download_verified(tmp_path):

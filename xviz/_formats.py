@@ -1,11 +1,12 @@
 """Weight files of other layouts -> xviz state dicts (``block2.sepconv1.depthwise.weight``).
 
-Readers (file -> Keras layers in network order):
-    read_keras_h5        Keras 2 HDF5 (``layer_names`` / ``weight_names``), e.g. the official
-                         ImageNet file ``xception_weights_tf_dim_ordering_tf_kernels.h5``
+Readers (file -> Keras layers):
+    read_keras_h5        Keras 1 and Keras 2 HDF5 (``layer_names`` / ``weight_names``); the
+                         official ImageNet file ``xception_weights_tf_dim_ordering_tf_kernels.h5``
+                         is Keras 1 (see "Keras 1 HDF5" below)
     read_keras_archive   Keras 3 ``.keras`` zip (``config.json`` + ``model.weights.h5``)
 Converters (-> ``Converted``: the state dict, where each tensor came from, what did not fit):
-    keras_to_xviz        Keras layers
+    keras_to_xviz        Keras layers (Keras 1 automatic names, or Keras 2/3 named layers)
     timm_to_xviz         timm / Cadene ``legacy_xception`` state dict
 
 Converters never raise on a tensor that does not fit: they collect the problem, so that
@@ -116,13 +117,18 @@ def _shapes(arrays: tuple[np.ndarray, ...]) -> str:
 
 
 def keras_to_xviz(layers: list[KerasLayer]) -> Converted:
-    """Keras layers, in network order -> xviz state dict.
+    """Keras layers -> xviz state dict.
 
-    Named layers map by name (``block2_sepconv1`` -> ``block2.sepconv1``). The unnamed
-    residual convs and BNs map by order of appearance to blocks 2, 3, 4, 13, never by their
-    automatic names, which depend on the session that built the model. Dense layers map by
-    order to the head: 1 -> the ImageNet classifier, 2 -> the kitchenware ``fc1``, ``fc2``.
+    A file whose layers carry Keras 1 automatic names (``convolution2d_3``, the official
+    ImageNet file) maps by the number in each name (``_keras1_to_xviz``). Otherwise, with the
+    layers in network order: named layers map by name (``block2_sepconv1`` ->
+    ``block2.sepconv1``); the unnamed residual convs and BNs map by order of appearance to
+    blocks 2, 3, 4, 13, never by their automatic names, which depend on the session that
+    built the model; Dense layers map by order to the head: 1 -> the ImageNet classifier,
+    2 -> the kitchenware ``fc1``, ``fc2``.
     """
+    if any(_KERAS1_AUTOMATIC.fullmatch(layer.name) for layer in layers):
+        return _keras1_to_xviz(layers)
     denses = sum(layer.kind == "dense" for layer in layers)
     unnamed = {
         "conv": [f"{block}.residual" for block in _RESIDUAL_BLOCKS],
@@ -131,11 +137,7 @@ def keras_to_xviz(layers: list[KerasLayer]) -> Converted:
     }
     out = Converted({})
     for layer in layers:
-        if not layer.kind or _KIND_BY_RANKS.get(tuple(a.ndim for a in layer.arrays)) != layer.kind:
-            out.problems.append(
-                f"unexpected Keras layer {layer.name!r}: arrays {_shapes(layer.arrays)} "
-                "fit no layer of Xception"
-            )
+        if not _fits_its_kind(layer, out):
             continue
         named = _NAMED_LAYER.fullmatch(layer.name)
         if named and layer.kind != "dense":
@@ -148,12 +150,131 @@ def keras_to_xviz(layers: list[KerasLayer]) -> Converted:
                 "Xception has no further layer of that kind to give it to"
             )
             continue
-        for (suffix, convert), array in zip(
-            _KERAS_VARIABLES[layer.kind], layer.arrays, strict=True
-        ):
-            key = f"{prefix}.{suffix}"
-            out.state_dict[key] = convert(array)
-            out.origins[key] = f"Keras layer {layer.name!r}"
+        _put(out, prefix, layer)
+    return out
+
+
+def _fits_its_kind(layer: KerasLayer, out: Converted) -> bool:
+    """True if ``layer``'s arrays have the ranks of its kind; else the problem is noted."""
+    if layer.kind and _KIND_BY_RANKS.get(tuple(a.ndim for a in layer.arrays)) == layer.kind:
+        return True
+    out.problems.append(
+        f"unexpected Keras layer {layer.name!r}: arrays {_shapes(layer.arrays)} "
+        "fit no layer of Xception"
+    )
+    return False
+
+
+def _put(out: Converted, prefix: str, layer: KerasLayer) -> None:
+    """Convert ``layer``'s arrays (Keras variable order) into ``out`` under ``prefix``."""
+    for (suffix, convert), array in zip(_KERAS_VARIABLES[layer.kind], layer.arrays, strict=True):
+        key = f"{prefix}.{suffix}"
+        out.state_dict[key] = convert(array)
+        out.origins[key] = f"Keras layer {layer.name!r}"
+
+
+# ---------------------------------------------------------------------------------------
+# Keras 1 HDF5: the official ImageNet file
+# ---------------------------------------------------------------------------------------
+#
+# ``xception_weights_tf_dim_ordering_tf_kernels.h5`` (md5 0a58e3b7...) was written by Keras 1
+# from a model whose layers had automatic names. Public loaders of that very file read it so:
+# kazuto1011/pytorch-ported-models models/classification/xception.py (``load_from_keras``)
+# and AbhishekRS4/pretrained_models frozen/xception.py (``weights_key=...``):
+# - layers ``convolution2d_1..6``, ``separableconvolution2d_1..34``,
+#   ``batchnormalization_1..40`` and one Dense, ``dense_2``;
+# - each layer's weights flat in its group: ``convolution2d_1/convolution2d_1_W:0``,
+#   ``separableconvolution2d_1_depthwise_kernel:0`` / ``_pointwise_kernel:0``,
+#   ``batchnormalization_4_gamma:0`` / ``_beta:0`` / ``_running_mean:0`` / ``_running_std:0``,
+#   ``dense_2_W:0`` / ``dense_2_b:0``; kernels already channels-last (tf dim ordering), the
+#   layouts Keras 2 uses: Keras 2's own Keras 1 converter (keras/engine/saving.py
+#   ``preprocess_weights_for_loading``) leaves channels-last Conv2D kernels and every
+#   BatchNormalization weight as they are;
+# - ``running_std`` holds the moving *variance*: Keras 1's BatchNormalization passes it as
+#   the variance to ``K.batch_normalization`` and updates it with the batch variance from
+#   ``K.normalize_batch_in_training``; Keras 2's converter loads it into ``moving_variance``
+#   unchanged, and the TF port above feeds it to ``tf.nn.batch_normalization(variance=...)``.
+#
+# Keras 1 names a layer ``<class name lowercased>_<K.get_uid(prefix)>`` (keras 1.x
+# keras/engine/topology.py ``Layer.__init__``): the number counts that class's layers in the
+# order the session created them; it can start above 1 (``dense_2``), so each kind is mapped by
+# the rank of its numbers, never by the order of ``layer_names`` and never by shape (block2's
+# residual BN and both its separable-conv BNs have 128 channels). The creation order is that
+# of Keras 1's Xception (fchollet/deep-learning-models xception.py, the source of this file's
+# release): block1's two convs, then for each block with a residual conv, that 1x1 conv and its
+# BN *before* the block's separable convs, each separable conv followed by its BN. So
+# convolution2d_3 + batchnormalization_3 = block2's residual, batchnormalization_4/5 =
+# block2_sepconv1/2_bn, ..., convolution2d_6 + batchnormalization_36 = block13's residual,
+# batchnormalization_37..40 = block13/14's separable-conv BNs, as both loaders above map them.
+
+_KERAS1_AUTOMATIC = re.compile(r"(convolution2d|separableconvolution2d|batchnormalization)_\d+")
+_KERAS1_NAME = re.compile(r"(convolution2d|separableconvolution2d|batchnormalization|dense)_(\d+)")
+_KIND_BY_KERAS1_CLASS = {
+    "convolution2d": "conv",
+    "separableconvolution2d": "sepconv",
+    "batchnormalization": "bn",
+    "dense": "dense",
+}
+# Keras 1 variable name suffixes per kind, in the order of _KERAS_VARIABLES.
+_KERAS1_VARIABLES = {
+    "conv": ("W",),
+    "sepconv": ("depthwise_kernel", "pointwise_kernel"),
+    "bn": ("gamma", "beta", "running_mean", "running_std"),
+    "dense": ("W", "b"),
+}
+
+
+def _keras1_creation_order() -> dict[str, tuple[str, ...]]:
+    """kind -> xviz module prefixes in the order Keras 1's Xception creates those layers."""
+    convs = ["block1.conv1", "block1.conv2"]
+    bns = ["block1.conv1_bn", "block1.conv2_bn"]
+    sepconvs = []
+    for spec in BLOCK_SPECS[1:]:
+        if spec.residual == "conv":
+            convs.append(f"{spec.name}.residual")
+            bns.append(f"{spec.name}.residual_bn")
+        for name, _, _ in spec.sepconvs:
+            prefix = f"{spec.name}.{name.removeprefix(spec.name + '_')}"
+            sepconvs.append(prefix)
+            bns.append(f"{prefix}_bn")
+    assert (len(convs), len(sepconvs), len(bns)) == (6, 34, 40)
+    return {
+        "conv": tuple(convs),
+        "sepconv": tuple(sepconvs),
+        "bn": tuple(bns),
+        "dense": ("classifier",),
+    }
+
+
+KERAS1_CREATION_ORDER: dict[str, tuple[str, ...]] = _keras1_creation_order()
+
+
+def _keras1_to_xviz(layers: list[KerasLayer]) -> Converted:
+    """Layers with Keras 1 automatic names -> xviz state dict, each kind by rank of number."""
+    out = Converted({})
+    numbered: dict[str, list[tuple[int, KerasLayer]]] = {kind: [] for kind in _KERAS1_VARIABLES}
+    for layer in layers:
+        match = _KERAS1_NAME.fullmatch(layer.name)
+        if match is None:
+            out.problems.append(
+                f"unexpected Keras layer {layer.name!r} ({_shapes(layer.arrays)}) in a Keras 1 "
+                "file of automatically named layers"
+            )
+        elif _fits_its_kind(layer, out):
+            numbered[layer.kind].append((int(match[2]), layer))
+    for kind, prefixes in KERAS1_CREATION_ORDER.items():
+        found = [layer for _, layer in sorted(numbered[kind], key=lambda pair: pair[0])]
+        if kind == "dense" and not found:
+            continue  # a file without the classifier ("notop")
+        if len(found) != len(prefixes):
+            names = ", ".join(layer.name for layer in found) or "none"
+            out.problems.append(
+                f"Keras 1 file has {len(found)} {kind} layer(s) ({names}), Xception has "
+                f"{len(prefixes)}: their numbers cannot be matched to Xception's layers"
+            )
+            continue
+        for prefix, layer in zip(prefixes, found, strict=True):
+            _put(out, prefix, layer)
     return out
 
 
@@ -167,10 +288,13 @@ def _strings(values) -> list[str]:
 
 
 def read_keras_h5(path: Path) -> list[KerasLayer]:
-    """A Keras 2 HDF5 weights file (``save_weights`` or a whole-model ``save``) -> its layers.
+    """A Keras 1 or 2 HDF5 weights file (``save_weights`` or a whole-model ``save``) -> its
+    layers, in ``layer_names`` order.
 
     A nested model (a layer that is itself a model) is one group whose ``weight_names``
-    read ``<inner layer>/<variable>``: its inner layers are split out, in order.
+    read ``<inner layer>/<variable>``: its inner layers are split out, in order. A Keras 1
+    layer's variables (``<layer>_<variable>:0``, no folder) are put in Keras' variable order
+    by their names.
     """
     try:
         with h5py.File(path, "r") as f:
@@ -195,7 +319,12 @@ def _h5_layers(root: h5py.Group) -> Iterator[KerasLayer]:
     for layer_name in _strings(root.attrs["layer_names"]):
         group = root[layer_name]
         weight_names = _strings(group.attrs.get("weight_names", []))
-        # "<layer>/<var>:0" (Keras 2), "<model>/<layer>/<var>:0", or "<layer>_W:0" (Keras 1).
+        if weight_names and all(
+            "/" not in n and n.startswith(f"{layer_name}_") for n in weight_names
+        ):
+            yield _keras1_layer(group, layer_name, weight_names)
+            continue
+        # "<layer>/<var>:0" (Keras 2) or "<model>/<layer>/<var>:0" (a nested model).
         owners = [posixpath.basename(posixpath.dirname(n)) for n in weight_names]
         nested = len(set(owners)) > 1
         start = 0
@@ -205,6 +334,25 @@ def _h5_layers(root: h5py.Group) -> Iterator[KerasLayer]:
                 kind = _KIND_BY_RANKS.get(tuple(a.ndim for a in arrays), "")
                 yield KerasLayer(owners[start] if nested else layer_name, kind, arrays)
                 start = end
+
+
+def _keras1_layer(group: h5py.Group, layer_name: str, weight_names: list[str]) -> KerasLayer:
+    """A Keras 1 layer, its flat variables (``<layer>_<variable>:0``) put in Keras' variable
+    order by their names; kind ``""`` (reported) when the names are not those of its kind."""
+    arrays = {
+        n.removeprefix(f"{layer_name}_").removesuffix(":0"): np.asarray(group[n])
+        for n in weight_names
+    }
+    automatic = _KERAS1_NAME.fullmatch(layer_name)
+    kind = (
+        _KIND_BY_KERAS1_CLASS[automatic[1]]
+        if automatic
+        else _KIND_BY_RANKS.get(tuple(a.ndim for a in arrays.values()), "")
+    )
+    variables = _KERAS1_VARIABLES.get(kind, ())
+    if sorted(arrays) != sorted(variables):
+        return KerasLayer(layer_name, "", tuple(arrays.values()))
+    return KerasLayer(layer_name, kind, tuple(arrays[v] for v in variables))
 
 
 # ---------------------------------------------------------------------------------------

@@ -220,7 +220,7 @@ def make_explorer(
 
 
 def header_markdown(model: Xception) -> str:
-    """One line on what this is, then which weights run where."""
+    """One line on what this is, then which weights run where and why those."""
     src = model.source
     device = resolve_device(str(next(model.parameters()).device))
     lines = [
@@ -238,6 +238,8 @@ def header_markdown(model: Xception) -> str:
         f"'{src.padding}' padding; running on **{device.type}**."
     )
     lines.append(weights)
+    if src.note:
+        lines.append(f"Why these weights: {src.note}.")
     if src.label_set == "kitchenware":
         lines.append(
             "> These are the offline weights: the backbone is the **ImageNet-trained Keras "
@@ -246,3 +248,23 @@ def header_markdown(model: Xception) -> str:
             "backbone's; set `XVIZ_WEIGHTS=keras-imagenet` online for the 1000 ImageNet classes."
         )
     return "\n\n".join(lines)
+
+
+def unavailable_demo() -> gr.Blocks:
+    """The page a Space serves when no weights load: an exit there is restarted in a loop.
+
+    It names no path or URL of the server; the log has the details.
+    """
+    with gr.Blocks(title="xviz cannot start") as demo:
+        gr.Markdown(
+            "# xviz cannot start: no pretrained weights could be loaded\n\n"
+            "The Space's log (*Logs*) names every weights file that was tried and why "
+            "it failed. To fix it, then restart the Space:\n\n"
+            "- let it download the ImageNet weights once: it must reach "
+            "`storage.googleapis.com` (Keras) or `github.com` (timm), and neither "
+            "`XVIZ_OFFLINE` nor `HF_HUB_OFFLINE` may be set;\n"
+            "- or set the variable `XVIZ_WEIGHTS` in the Space's settings to "
+            "`keras-imagenet`, `timm-imagenet` or a weights file in the repository "
+            "(`.h5`, `.keras`, `.safetensors`, `.pth`)."
+        )
+    return demo

