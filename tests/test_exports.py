@@ -26,7 +26,7 @@ from conftest import _free_port, launch
 from PIL import Image
 from raw_api import call, dependency, join, new_session
 
-from xviz.exports import ExportStore, remove_dead_runs
+from xviz.files import FileStore, remove_dead_runs
 from xviz.preprocess import load_image, preprocess, to_display
 
 SIZE = 150
@@ -157,7 +157,7 @@ def test_an_export_and_every_copy_of_it_is_deleted_after_the_retention(served_ap
 
 def test_start_up_removes_what_dead_runs_left_and_nothing_else(tmp_path: Path) -> None:
     root = tmp_path / "exports"
-    live = ExportStore(root, max_age_s=None)
+    live = FileStore(root, max_age_s=None)
     kept = live.new_file("mine.zip")
     kept.write_bytes(b"live run's")
     dead = root / "run-dead1234"
@@ -180,7 +180,7 @@ def test_start_up_removes_what_dead_runs_left_and_nothing_else(tmp_path: Path) -
 
 
 def test_a_new_file_is_alone_in_its_folder_and_its_name_is_safe(tmp_path: Path) -> None:
-    store = ExportStore(tmp_path, max_age_s=None)
+    store = FileStore(tmp_path, max_age_s=None)
     a, b = store.new_file("x.zip"), store.new_file("x.zip")
     assert a.name == b.name == "x.zip" and a.parent != b.parent
     assert a.parent.parent == store.run and oct(a.parent.stat().st_mode & 0o777) == "0o700"
@@ -233,7 +233,7 @@ def test_stopping_the_app_deletes_its_exports(tmp_path: Path, stop: signal.Signa
         analyze(url, session, png(np.full((50, 50, 3), 120, np.uint8)))
         path, _ = export(url, session)
         assert path.is_file()
-        runs = tmp_path / "gradio" / "xviz-exports"
+        runs = tmp_path / "gradio" / "xviz-files"
         assert path.is_relative_to(runs)
         server.send_signal(stop)
         server.wait(timeout=60)

@@ -270,7 +270,7 @@ VIEW = [None, "block5_sepconv2", "index", 1, "auto", "shared", 0, "block5"]
         ("view", [None, {"not": "a layer"}, *VIEW[2:]]),
         ("view", [None, "block99_sepconv9", *VIEW[2:]]),
         ("view", [*VIEW[:3], NAN, *VIEW[4:]]),
-        ("view", [*VIEW[:3], 10**30, *VIEW[4:]]),
+        ("view", [*VIEW[:3], "ten", *VIEW[4:]]),
         ("view", [*VIEW[:6], NAN, "block5"]),
         ("view", [*VIEW[:4], ["viridis"], *VIEW[5:]]),
         ("attribute", [None, "no_such_method", "block5", 0.5]),
@@ -286,3 +286,11 @@ def test_a_malformed_value_gets_a_message(served_app, photo, session, api, data)
     assert not outcome.success, outcome.data
     assert_says_nothing_of_the_server(outcome.error)
     assert_serving(url, photo, explorer.model)
+
+
+def test_a_page_past_the_last_shows_the_last(served_app, session) -> None:
+    url, _ = served_app
+    outcome = call(url, "view", [*VIEW[:3], 10**30, *VIEW[4:]], session_hash=session)
+    assert outcome.success, outcome.error
+    *_, title, page = outcome.data
+    assert page == 12 and "Page 12/12" in title  # 728 channels, 64 a page

