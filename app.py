@@ -60,6 +60,7 @@ def build_demo(explorer: Explorer | None = None, retention_s: float = RETENTION_
             shared.on_tab_open(top, tab, "export")
         api.build(top, views, attribution)
         shared.analysis_events(top)
+        shared.on_page_load(top, demo)
 
         def forget(request: gr.Request) -> None:
             explorer.forget(request.session_hash)

@@ -64,6 +64,7 @@ class Shared:
     flow: gr.Radio
     block: gr.Dropdown
     layer: gr.Dropdown
+    dark: gr.Checkbox  # hidden: whether the page is in dark mode, for the figures' template
     panels: list[Panel] = field(default_factory=list)
 
     def png(self, image: Any) -> str:
@@ -135,10 +136,21 @@ def build_header(explorer: ex.Explorer, files: FileStore) -> Shared:
             allow_custom_value=True,  # API callers may name any layer; xviz checks it
             elem_id="layer",
         )
+    dark = gr.Checkbox(False, visible=False, label="dark mode")
     return Shared(
         explorer, files, session, tab, shown, image, size, prediction, target, info, netmap,
-        flow, block, layer,
+        flow, block, layer, dark,
     )  # fmt: skip
+
+
+# Gradio marks dark mode (the system's preference, or ?__theme=dark) with a "dark" class.
+DARK_JS = """() => [document.documentElement, document.body]
+    .some((e) => e.classList.contains('dark'))"""
+
+
+def on_page_load(shared: Shared, demo: gr.Blocks) -> None:
+    """What happens when a page opens: the figures learn whether the page is dark."""
+    demo.load(None, None, shared.dark, js=DARK_JS)
 
 
 def status(analysis: Any) -> str:
