@@ -42,7 +42,7 @@ def build_demo(explorer: Explorer | None = None, retention_s: float = RETENTION_
         delete_cache=(int(min(max(retention_s // 2, 1), 60)), int(retention_s)),
     ) as demo:
         top = shared.build_header(explorer, files)
-        with gr.Tabs():
+        with top.main, gr.Tabs() as top.tabs:
             with gr.Tab("Activations", id="activations") as tab:
                 views = activations.build(top)
             shared.on_tab_open(top, tab, "activations")

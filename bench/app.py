@@ -60,14 +60,13 @@ def main() -> None:
             t = time.perf_counter()
             analysis = explorer.analysis(session)  # a cache hit: no model run
             view = explorer.layer_view(analysis, layer, sort, page, cmap, "shared")
-            left.postprocess(view.left)
-            right.postprocess(view.right)
+            left.postprocess(view.left.image)
+            right.postprocess(view.right.image)
             timings["layer view"].append(1000 * (time.perf_counter() - t))
         for layer in layers:
             t = time.perf_counter()
             analysis = explorer.analysis(session)
-            img, _ = explorer.channel_view(analysis, layer, "right", 3)
-            left.postprocess(img)
+            left.postprocess(explorer.channel_view(analysis, layer, "right", 3).image)
             timings["channel view"].append(1000 * (time.perf_counter() - t))
     stats = explorer.cache.stats
     print(f"cache: {stats.misses} model run(s), {stats.hits} hits\n")

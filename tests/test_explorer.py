@@ -66,15 +66,16 @@ def test_sepconv_view_is_depthwise_beside_pointwise(explorer, session):
     # block4_sepconv1: 256 depthwise channels -> 728 pointwise channels, 64 a page.
     assert "256 channels" in view.left_title and "728 channels" in view.right_title
     assert view.pages == 12  # ceil(728 / 64)
-    assert list(view.left_channels) == list(range(64))
+    assert list(view.left.channels) == list(range(64))
     side = 8 * (ex.TILE + ex.PAD) + ex.PAD
-    assert view.left.size == (side, side) and view.right.size == (side, side)
+    assert view.left.image.size == (side, side) and view.right.image.size == (side, side)
 
 
 def test_grid_page_clamps_and_sorts(explorer, session):
     a = explorer.analysis(session)
     m = a.sepconvs["block2_sepconv1"].depthwise  # 64 channels: one page
-    _, channels, pages, page = ex.grid(m, sort="max", page=5)
+    g = ex.grid(m, sort="max", page=5)
+    channels, pages, page = g.channels, g.pages, g.page
     assert (pages, page) == (1, 1)
     expected = np.argsort(-m.max, kind="stable")
     assert list(channels) == list(expected)
@@ -83,7 +84,8 @@ def test_grid_page_clamps_and_sorts(explorer, session):
 def test_tile_under_a_click_is_the_channel_drawn_there(explorer, session):
     a = explorer.analysis(session)
     m = a.sepconvs["block5_sepconv1"].pointwise
-    img, channels, _, _ = ex.grid(m, sort="mean", page=2, cmap="viridis", scale="channel")
+    g = ex.grid(m, sort="mean", page=2, cmap="viridis", scale="channel")
+    img, channels = g.image, g.channels
     step = ex.TILE + ex.PAD
     for i in (0, 9, 63):
         x = ex.PAD + (i % ex.COLUMNS) * step + ex.TILE - 3  # right edge, away from the label
@@ -108,12 +110,13 @@ def test_plain_conv_view_shows_conv_and_block_output(explorer, session):
 def test_channel_view_reports_the_maps_statistics(explorer, session):
     a = explorer.analysis(session)
     m = a.sepconvs["block3_sepconv2"].depthwise
-    img, text = explorer.channel_view(a, "block3_sepconv2", "left", 7)
-    assert f"mean {m.mean[7]:.4g}" in text and f"max {m.max[7]:.4g}" in text
-    # The 3x3 depthwise filter of that channel, from the model's weights.
-    k = explorer.model.block3.sepconv2.depthwise.weight[7, 0, 0, 0].item()
-    assert f"{k:+.3f}" in text
-    assert img.size[0] == ex.VIEW_SIZE  # small maps are shown enlarged
+    view = explorer.channel_view(a, "block3_sepconv2", "left", 7)
+    assert f"mean {m.mean[7]:.4g}" in view.text and f"max {m.max[7]:.4g}" in view.text
+    assert view.image.size[0] == ex.VIEW_SIZE  # small maps are shown enlarged
+    assert view.shape == m.channel(7).shape
+    # Its colour range: symmetric around 0 for a signed map, from the channel's own values.
+    bound = np.abs(m.channel(7)).max()
+    assert view.signed and (view.low, view.high) == pytest.approx((-bound, bound))
     with pytest.raises(AnalysisError, match="channels 0 to 255"):
         explorer.channel_view(a, "block3_sepconv2", "left", 256)
 

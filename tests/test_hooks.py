@@ -80,3 +80,26 @@ def test_model_lock_is_one_reentrant_lock_per_model():
         thread.start()
         thread.join(5)
         assert free.is_set()  # another model's lock is not held
+
+
+def test_hooks_act_only_on_the_runs_of_the_thread_that_registered_them():
+    """A plain forward in another thread (a warm-up, a prediction) is neither kept by a
+    capture nor changed by a rewrite of this thread; this thread's runs still are."""
+    model = tiny()
+    x = torch.randn(1, 1, 5, 5)
+    plain = model(x)
+    elsewhere: dict[str, torch.Tensor] = {}
+
+    def other_thread() -> None:
+        elsewhere["out"] = model(x)
+
+    modules = {"first": model[0], "last": model[2]}
+    with Capture(modules) as cap, Rewrite({"last": model[2]}, lambda _, out: out * 0):
+        thread = threading.Thread(target=other_thread)
+        thread.start()
+        thread.join()
+        assert cap.outputs == {}  # nothing kept from the other thread's run
+        torch.testing.assert_close(elsewhere["out"], plain)  # and nothing changed in it
+        mine = model(x)
+    assert set(cap.outputs) == {"first", "last"}
+    assert torch.count_nonzero(mine) == 0  # this thread's run is rewritten

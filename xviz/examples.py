@@ -51,3 +51,14 @@ def kitchen_examples(per_class: int = 1) -> list[tuple[Path, str]]:
 def all_examples() -> list[Path]:
     """Shipped examples first, then the installed kitchen photos."""
     return shipped_examples() + [p for p, _ in kitchen_examples()]
+
+
+def example_names() -> dict[str, Path]:
+    """Every example by the name a link uses (its file stem: ``coffee``, ``0412``)."""
+    return {path.stem: path for path in all_examples()}
+
+
+def example_label(path: Path) -> str:
+    """What an example's thumbnail says: its stem, and the utensil for a kitchen photo."""
+    kitchen = dict(kitchen_examples())
+    return f"{kitchen[path]} ({path.stem})" if path in kitchen else path.stem

@@ -14,10 +14,11 @@ import hashlib
 import io
 import json
 import math
+import os
 import threading
 import zipfile
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ from xviz.cache import AnalysisCache
 from xviz.colormaps import COLORMAPS
 from xviz.devices import out_of_memory_guard
 from xviz.errors import AnalysisError, short
+from xviz.examples import example_names
 from xviz.model import BLOCKS, FLOWS, SEPCONV_BLOCK, Xception
 from xviz.preprocess import load_image, to_display
 
@@ -44,7 +46,7 @@ TILE = 64
 COLUMNS = 8
 PAD = 2
 SORTS: tuple[str, ...] = ("index", "mean", "max", "positive")
-SCALES: tuple[str, ...] = ("shared", "channel")
+SCALES: tuple[str, ...] = ("channel", "shared")
 AUTO_CMAP = "auto"
 METHOD_TITLES: dict[str, str] = {
     "integrated_gradients": "Integrated Gradients",
@@ -64,6 +66,7 @@ class Session:
     image: np.ndarray  # (S, S, 3) uint8, the pixels the model saw
     size: int
     target: int | None = None
+    example: str | None = None  # the shipped example it is, by name (for shareable links)
 
     @functools.cached_property
     def key(self) -> str:
@@ -81,17 +84,50 @@ class Session:
 
 
 @dataclass(frozen=True)
+class Grid:
+    """One page of a map's channel grid and what a reader needs to read its colours.
+
+    ``low[i]`` and ``high[i]`` are the values of ``channels[i]`` at the two ends of ``cmap``
+    (the same for every tile on a shared scale; symmetric around 0 when ``signed``).
+    """
+
+    image: Image.Image
+    map_name: str
+    channels: np.ndarray  # (n,) channel numbers, in the order drawn
+    pages: int
+    page: int  # 1-based, clamped
+    low: np.ndarray  # (n,) float32
+    high: np.ndarray  # (n,) float32
+    cmap: str
+    signed: bool
+    scale: str
+
+
+@dataclass(frozen=True)
+class ChannelView:
+    """One channel enlarged: the picture, its statistics (markdown) and its colour range."""
+
+    image: Image.Image
+    text: str
+    map_name: str
+    channel: int
+    shape: tuple[int, int]  # (h, w) of the map itself
+    low: float
+    high: float
+    cmap: str
+    signed: bool
+
+
+@dataclass(frozen=True)
 class LayerView:
     """Two channel grids of one layer, side by side, and what they show."""
 
-    left: Image.Image
-    right: Image.Image
+    left: Grid
+    right: Grid
     left_title: str
     right_title: str
     pages: int
     page: int  # 1-based, clamped
-    left_channels: np.ndarray = field(repr=False)
-    right_channels: np.ndarray = field(repr=False)
 
 
 def whole_number(value: Any, what: str) -> int:
@@ -181,26 +217,28 @@ def grid(
     sort: str = "index",
     page: int = 1,
     cmap: str = AUTO_CMAP,
-    scale: str = "shared",
+    scale: str = "channel",
     image: np.ndarray | None = None,
     overlay: float = 0.0,
-) -> tuple[Image.Image, np.ndarray, int, int]:
-    """One page of a map's channel grid -> (image, channels shown, pages, clamped page).
+) -> Grid:
+    """One page of a map's channel grid, with each tile's colour range.
 
     ``overlay`` in [0, 1) is the weight of ``image`` blended under every tile (0: maps only).
     """
     if sort not in SORTS:
-        raise AnalysisError(f"Cannot sort by {sort!r}: use one of {SORTS}.")
+        raise AnalysisError(f"Cannot sort by {short(sort, 40)}: use one of {SORTS}.")
     if scale not in SCALES:
-        raise AnalysisError(f"Unknown scale {scale!r}: use one of {SCALES}.")
+        raise AnalysisError(f"Unknown scale {short(scale, 40)}: use one of {SCALES}.")
     overlay = fraction(overlay, "The image underlay", 0.0, 0.99)
     order = m.order(sort)
     pages = max(1, -(-m.num_channels // PER_PAGE))
     page = min(max(whole_number(page, "The page"), 1), pages)
     channels = order[(page - 1) * PER_PAGE : page * PER_PAGE]
     name, signed = resolve_cmap(cmap, m)
+    values = m.channels(channels)  # only this page's channels are dequantised
+    low, high = render.value_range(values, scale, signed)
     img = render.channel_grid(
-        m.channels(channels),  # only this page's channels are dequantised
+        values,
         np.arange(len(channels)),
         cmap=name,
         scale=scale,
@@ -212,7 +250,7 @@ def grid(
         underlay=image if image is not None and overlay > 0 else None,
         alpha=1.0 - overlay,
     )
-    return img, channels, pages, page
+    return Grid(img, m.name, channels, pages, page, low, high, name, signed, scale)
 
 
 def compare_grids(
@@ -273,6 +311,7 @@ class Explorer:
         self.cache = AnalysisCache(cache_mb, max_age_s=max_age_s)
         self.top_k = top_k
         self.native_size = input_size(model)
+        self._examples = example_names()
         self._cancel: dict[str, threading.Event] = {}
         self._cancel_lock = threading.Lock()
 
@@ -283,7 +322,18 @@ class Explorer:
         size = whole_number(size or self.native_size, "The input size")
         if not MIN_SIZE <= size <= MAX_SIZE:
             raise AnalysisError(f"The input size must be {MIN_SIZE} to {MAX_SIZE} pixels.")
-        return Session(image=to_display(load_image(image), size), size=size)
+        return Session(to_display(load_image(image), size), size, example=self._example(image))
+
+    def _example(self, image: Any) -> str | None:
+        """The example's name if ``image`` is the file of a shipped example (or a copy)."""
+        if not isinstance(image, (str, os.PathLike)):
+            return None
+        path = Path(image)
+        name = path.stem
+        known = self._examples.get(name)
+        if known is None or path.stat().st_size != known.stat().st_size:
+            return None
+        return name if path.read_bytes() == known.read_bytes() else None
 
     def analysis(self, session: Session) -> Analysis:
         """The session's analysis from the cache, recomputed if it was evicted."""
@@ -303,10 +353,10 @@ class Explorer:
             raise AnalysisError("Upload an image (or pick an example) first.")
         labels = self.labels
         if label in (None, ""):
-            return Session(session.image, session.size, None)
+            return Session(session.image, session.size, None, session.example)
         if label not in labels:
             raise AnalysisError(f"Unknown class {label!r}.")
-        return Session(session.image, session.size, labels.index(label))
+        return Session(session.image, session.size, labels.index(label), session.example)
 
     @property
     def labels(self) -> list[str]:
@@ -329,22 +379,20 @@ class Explorer:
         sort: str = "index",
         page: int = 1,
         cmap: str = AUTO_CMAP,
-        scale: str = "shared",
+        scale: str = "channel",
         overlay: float = 0.0,
     ) -> LayerView:
         left, right, left_title, right_title = layer_maps(analysis, layer)
-        limg, lch, lpages, lpage = grid(left, sort, page, cmap, scale, analysis.image, overlay)
-        rimg, rch, rpages, rpage = grid(right, sort, page, cmap, scale, analysis.image, overlay)
-        pages = max(lpages, rpages)
+        lgrid = grid(left, sort, page, cmap, scale, analysis.image, overlay)
+        rgrid = grid(right, sort, page, cmap, scale, analysis.image, overlay)
+        pages = max(lgrid.pages, rgrid.pages)
         return LayerView(
-            limg,
-            rimg,
-            f"{left_title}. Page {lpage}/{lpages}.",
-            f"{right_title}. Page {rpage}/{rpages}.",
+            lgrid,
+            rgrid,
+            f"{left_title}. Page {lgrid.page}/{lgrid.pages}.",
+            f"{right_title}. Page {rgrid.page}/{rgrid.pages}.",
             pages,
             min(max(whole_number(page, "The page"), 1), pages),
-            lch,
-            rch,
         )
 
     def channel_view(
@@ -355,7 +403,7 @@ class Explorer:
         channel: int,
         cmap: str = AUTO_CMAP,
         overlay: float = 0.0,
-    ) -> tuple[Image.Image, str]:
+    ) -> ChannelView:
         """One channel enlarged (blended with the image, weight ``overlay``) and its statistics."""
         left, right, _, _ = layer_maps(analysis, layer)
         m = left if side == "left" else right
@@ -364,38 +412,21 @@ class Explorer:
         if not 0 <= channel < m.num_channels:
             raise AnalysisError(f"{m.name} has channels 0 to {m.num_channels - 1}.")
         name, signed = resolve_cmap(cmap, m)
-        values = m.channel(channel)
+        values = m.channel(channel)  # (h, w)
+        low, high = (float(v[0]) for v in render.value_range(values[None], "shared", signed))
         if overlay > 0:
             img = render.overlay(
                 analysis.image, values, cmap=name, alpha=1.0 - overlay, signed=signed
             )
             img = _at_least(img, VIEW_SIZE, Image.BILINEAR)
         else:
-            limit = float(np.abs(values).max()) if signed else None
             img = render.enlarge(
-                values,
-                cmap=name,
-                size=max(analysis.size, VIEW_SIZE),
-                vmin=-limit if signed else None,
-                vmax=limit,
+                values, cmap=name, size=max(analysis.size, VIEW_SIZE), vmin=low, vmax=high
             )
-        text = channel_stats_markdown(m, channel) + self._filter_markdown(layer, side, channel)
-        return img, text
-
-    def _filter_markdown(self, layer: str, side: str, channel: int) -> str:
-        """What computed the channel: its 3x3 depthwise filter, or the pointwise inputs it
-        weighs most."""
-        if layer not in SEPCONV_BLOCK:
-            return ""
-        sep = self.model.sepconvs[layer]
-        if side == "left":
-            k = sep.depthwise.weight[channel, 0].detach().cpu().numpy()
-            rows = " / ".join(" ".join(f"{v:+.3f}" for v in row) for row in k)
-            return f"  \ndepthwise filter of input channel {channel} (3x3): {rows}"
-        w = sep.pointwise.weight[channel, :, 0, 0].detach().cpu().numpy()
-        top = np.argsort(-np.abs(w))[:5]
-        parts = ", ".join(f"{int(i)} ({w[i]:+.3f})" for i in top)
-        return f"  \nlargest pointwise weights, by depthwise channel: {parts}"
+        return ChannelView(
+            img, channel_stats_markdown(m, channel), m.name, channel, values.shape,
+            low, high, name, signed,
+        )  # fmt: skip
 
     # --- attributions ----------------------------------------------------------------------
 
@@ -509,8 +540,7 @@ class Explorer:
             z.writestr("input.png", _png(Image.fromarray(analysis.image)))
             for name in MAP_NAMES:
                 m = analysis.map(name)
-                img, _, _, _ = grid(m, "mean", 1, cmap)
-                z.writestr(f"maps/{name}.png", _png(img))
+                z.writestr(f"maps/{name}.png", _png(grid(m, "mean", 1, cmap).image))
                 stats[name] = {
                     "shape": list(m.shape),
                     "mean": m.mean.round(6).tolist(),

@@ -113,7 +113,12 @@ class FileStore:
             if folder.name == _LOCK:
                 continue
             try:
-                if folder.stat().st_mtime < limit:
+                # The newest of the folder and its files: a file still being written (its
+                # mtime moves with every write) or served again (touched) is not old.
+                newest = max(
+                    [folder.stat().st_mtime] + [f.stat().st_mtime for f in folder.iterdir()]
+                )
+                if newest < limit:
                     shutil.rmtree(folder, ignore_errors=True)
                     removed += 1
             except FileNotFoundError:

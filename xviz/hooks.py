@@ -5,10 +5,11 @@ All hook registration in xviz goes through two small context managers: :class:`C
 register forward hooks by name and remove every handle on exit, so no hook outlives the
 run, even when the forward pass raises.
 
-Hooks are attached to the model's modules, so two runs on one model at the same time would
-see each other's hooks. Every run that hooks or temporarily changes a model (analysis,
-attributions, ablations) holds :func:`model_lock` for that model: runs on one model are
-serialised, runs on different models proceed in parallel.
+Hooks are attached to the model's modules, but act only on runs of the thread that registered
+them, so a plain forward in another thread is neither seen nor changed. Every run that hooks
+or temporarily changes a model (analysis, attributions, ablations) holds :func:`model_lock`
+for that model: runs on one model are serialised, runs on different models proceed in
+parallel.
 """
 
 from __future__ import annotations
@@ -52,10 +53,28 @@ class _Hooks:
     def _hook(self, name: str) -> Callable[[nn.Module, Any, torch.Tensor], Any]:
         raise NotImplementedError
 
+    def _own(
+        self, hook: Callable[[nn.Module, Any, torch.Tensor], Any]
+    ) -> Callable[[nn.Module, Any, torch.Tensor], Any]:
+        """``hook``, for the runs of the thread that registered it only.
+
+        Hooks live on the shared model: without this, a plain forward in another thread
+        (a prediction, a warm-up, a test's reference) would overwrite what a capture keeps,
+        or be rewritten by an ablation it did not ask for.
+        """
+
+        def owned(module: nn.Module, inputs: Any, output: torch.Tensor) -> Any:
+            if threading.get_ident() != self._owner:
+                return None  # another thread's run: leave its output alone
+            return hook(module, inputs, output)
+
+        return owned
+
     def __enter__(self: _H) -> _H:
+        self._owner = threading.get_ident()
         try:
             for name, module in self.modules.items():
-                self._handles.append(module.register_forward_hook(self._hook(name)))
+                self._handles.append(module.register_forward_hook(self._own(self._hook(name))))
         except BaseException:
             self.remove()
             raise

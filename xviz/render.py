@@ -42,6 +42,25 @@ def normalize(
     A constant map becomes 0 (0.5 when signed, where it can only be all zeros), never NaN.
     """
     maps = np.asarray(maps, dtype=np.float32)
+    low, high = value_range(maps, scale, signed, clip_percentile)
+    flat = maps.reshape(len(maps), -1)
+    out = _rescale(flat, low[:, None], high[:, None])
+    if signed:  # a constant map is all zeros: the middle colour
+        out = np.where((high > low)[:, None], out, 0.5)
+    return np.clip(out, 0, 1).astype(np.float32, copy=False).reshape(maps.shape)
+
+
+def value_range(
+    maps: ArrayLike,
+    scale: Scale = "shared",
+    signed: bool = False,
+    clip_percentile: float | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The values `normalize` maps to 0 and to 1, per map: (low (C,), high (C,)) float32.
+
+    With "shared" every map has the same range; when signed it is symmetric, (-b, b).
+    """
+    maps = np.asarray(maps, dtype=np.float32)
     if maps.ndim != 3:
         raise ValueError(f"maps must have shape (C, H, W), got {maps.shape}")
     if scale not in ("shared", "channel"):
@@ -50,10 +69,14 @@ def normalize(
     axis = None if scale == "shared" else 1
     if signed:
         _, bound = _range(np.abs(flat), axis, clip_percentile)
-        out = 0.5 + flat / (2 * np.where(bound > 0, bound, 1))
+        low, high = -bound, bound
     else:
-        out = _rescale(flat, *_range(flat, axis, clip_percentile))
-    return np.clip(out, 0, 1).astype(np.float32, copy=False).reshape(maps.shape)
+        low, high = _range(flat, axis, clip_percentile)
+    shape = (len(maps),)
+    return (
+        np.broadcast_to(low, (len(maps), 1)).reshape(shape).astype(np.float32),
+        np.broadcast_to(high, (len(maps), 1)).reshape(shape).astype(np.float32),
+    )
 
 
 def _range(

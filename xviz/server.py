@@ -72,6 +72,8 @@ LAUNCH_OPTIONS: dict[str, Any] = {
     "show_error": False,
     "allowed_paths": [],
     "share": False,
+    # The maps' grids, colourbars and the phone layout (xviz/ui/style.css).
+    "css_paths": [Path(__file__).resolve().parent / "ui" / "style.css"],
 }
 
 # Gradio's own image handling may open uploads with Pillow; keep its limit at ours.
@@ -235,33 +237,34 @@ def make_explorer(
     return Explorer(model, cache_mb=cache_mb, max_age_s=RETENTION_S)
 
 
-def header_markdown(model: Xception) -> str:
-    """One line on what this is, then which weights run where and why those."""
+def weights_line(model: Xception) -> str:
+    """Which weights run where, and why those: one line the page always shows."""
     src = model.source
-    device = resolve_device(str(next(model.parameters()).device))
-    lines = [
-        "# xviz: inside Xception",
-        "Explore a pretrained **Xception** (Chollet 2017) flow by flow: the **depthwise** and "
-        "**pointwise** halves of all 34 separable convolutions, Grad-CAM for every block, "
-        "input attributions, live ablations and what separable convolutions cost.",
-    ]
     if src is None:
-        lines.append("Weights: **random** (for tests only).")
-        return "\n\n".join(lines)
-    weights = (
-        f"Weights: **{src.name}** ({src.description}); {len(model.labels)} classes "
-        f"({src.label_set}); native input {src.input_size}x{src.input_size}; "
-        f"'{src.padding}' padding; running on **{device.type}**."
+        return "Weights: **random** (for tests only): predictions mean nothing."
+    device = resolve_device(str(next(model.parameters()).device))
+    line = (
+        f"Weights: **{src.name}**, {len(model.labels)} classes ({src.label_set}), "
+        f"running on **{device.type}**."
     )
-    lines.append(weights)
-    if src.note:
-        lines.append(f"Why these weights: {src.note}.")
+    return f"{line} Why these weights: {src.note}." if src.note else line
+
+
+def weights_details(model: Xception) -> str:
+    """What the weights are, in a few sentences, for the page's "about" section."""
+    src = model.source
+    if src is None:
+        return "Randomly initialised weights, for tests: no pretrained file was loaded."
+    lines = [
+        f"**{src.name}**: {src.description}; native input {src.input_size}x{src.input_size}; "
+        f"'{src.padding}' max-pool padding."
+    ]
     if src.label_set == "kitchenware":
         lines.append(
-            "> These are the offline weights: the backbone is the **ImageNet-trained Keras "
+            "These are the offline weights: the backbone is the **ImageNet-trained Keras "
             "Xception** (frozen), and the head knows **6 kitchen classes** (cup, fork, glass, "
-            "knife, plate, spoon), trained at 150x150. Every map below is the ImageNet "
-            "backbone's; set `XVIZ_WEIGHTS=keras-imagenet` online for the 1000 ImageNet classes."
+            "knife, plate, spoon), trained at 150x150. Every map is the ImageNet backbone's; "
+            "set `XVIZ_WEIGHTS=keras-imagenet` online for the 1000 ImageNet classes."
         )
     return "\n\n".join(lines)
 

@@ -1,22 +1,45 @@
 """The Activations tab: a layer's two channel grids (depthwise | pointwise) and one channel large.
 
-Every change of flow, block, layer, page, sort, colormap, scale or underlay re-renders the two
-grids from the cached analysis in one round trip, outside the model queue.
+The grids are HTML: the grid picture, a button over each tile (click, or Tab and Enter), and a
+colourbar with numbers. Every change of flow, block, layer, page, sort, colormap, scale or
+underlay re-renders them from the cached analysis in one round trip, outside the model queue.
+A picked tile opens the channel panel (``xviz/ui/channel.py``).
 """
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
 import gradio as gr
+import numpy as np
 
 from xviz import explorer as ex
-from xviz.diagram import network_svg
+from xviz import html
+from xviz.diagram import network_map_html
+from xviz.model import SEPCONV_BLOCK
 from xviz.server import ui_errors
-from xviz.ui.shared import VIEW_EVENTS, Panel, Shared
+from xviz.ui import channel as channel_panel
+from xviz.ui.js import COPY_LINK, TILE_CLICKS
+from xviz.ui.shared import DEFAULT_EXAMPLE, VIEW_EVENTS, Panel, Shared, ViewParams
 
 CMAPS = [ex.AUTO_CMAP, "viridis", "inferno", "magma", "cividis", "coolwarm"]
+SCALE_CHOICES = [("each tile its own", "channel"), ("one for all tiles", "shared")]
+LINKED = 8  # strongest pointwise weights highlighted in the other grid
+_CACHED_VIEWS = 64
+
+
+@dataclass(frozen=True)
+class Shown:
+    """A rendered grid: its served picture and what the HTML needs to describe it."""
+
+    src: str
+    size: tuple[int, int]
+    title: str
+    grid: ex.Grid
+    labels: tuple[str, ...]
 
 
 @dataclass
@@ -26,164 +49,328 @@ class Activations:
     scale: gr.Radio
     overlay: gr.Slider
     page: gr.Number
-    left: gr.Image
-    right: gr.Image
-    left_title: gr.Markdown
-    right_title: gr.Markdown
+    left: gr.HTML
+    right: gr.HTML
     side: gr.Radio
     channel: gr.Number
-    channel_image: gr.Image
-    channel_text: gr.Markdown
+    panel: channel_panel.ChannelPanel
 
 
-def grid_column(title: str, elem_id: str) -> tuple[gr.Markdown, gr.Image]:
-    """A title over a channel-grid image (PNG: maps must not be blurred by lossy WebP)."""
-    with gr.Column():
-        heading = gr.Markdown(title)
-        image = gr.Image(
-            label=f"{title} channel grid",
-            format="png",
-            interactive=False,
-            show_label=False,
-            elem_id=elem_id,
-        )
-    return heading, image
+def tile_labels(m: Any, g: ex.Grid) -> tuple[str, ...]:
+    """What each tile of ``g`` (a grid of map ``m``) says to a screen reader and a tooltip."""
+    return tuple(
+        f"{m.name} channel {c}: mean {html.number(m.mean[c])}, max {html.number(m.max[c])}, "
+        f"min {html.number(m.min[c])}; colours from {html.number(lo)} to {html.number(hi)}"
+        for c, lo, hi in zip(g.channels, g.low, g.high, strict=True)
+    )
+
+
+def linked_channels(model: Any, layer: str, side: str, channel: int | None) -> list[int]:
+    """The other half's channels joined to ``channel`` by the largest |pointwise weights|."""
+    if channel is None or layer not in SEPCONV_BLOCK:
+        return []
+    weights = model.sepconvs[layer].pointwise.weight[:, :, 0, 0].detach().abs().cpu().numpy()
+    row = weights[channel] if side == "right" else weights[:, channel]  # (M,) or (N,)
+    if side == "right" and channel >= weights.shape[0]:
+        return []
+    if side == "left" and channel >= weights.shape[1]:
+        return []
+    return [int(i) for i in np.argsort(-row, kind="stable")[:LINKED]]
 
 
 def build(shared: Shared) -> Activations:
     """The tab's layout and events; its grids are a panel of every new analysis."""
     explorer = shared.explorer
-    with gr.Row():
-        sort = gr.Radio(list(ex.SORTS), value="index", label="Sort channels by", elem_id="sort")
-        cmap = gr.Dropdown(CMAPS, value=ex.AUTO_CMAP, label="Colormap", elem_id="cmap")
-        scale = gr.Radio(list(ex.SCALES), value="shared", label="Colour scale")
-        overlay = gr.Slider(0, 0.9, value=0, step=0.1, label="Image underlay")
-    with gr.Row():
-        prev_btn = gr.Button("◀ previous 64", size="sm")
-        page = gr.Number(1, label="Page", precision=0, elem_id="page")
-        next_btn = gr.Button("next 64 ▶", size="sm", elem_id="next-page")
+    with gr.Row(equal_height=False, elem_id="grid-nav"):
+        prev_btn = gr.Button("◀ previous 64", size="sm", min_width=90, scale=0)
+        page = gr.Number(
+            1,
+            label="Page of 64 channels",
+            precision=0,
+            elem_id="page",
+            min_width=90,
+            scale=0,
+        )
+        next_btn = gr.Button("next 64 ▶", size="sm", elem_id="next-page", min_width=90, scale=0)
+    display = gr.Accordion("Display: order, colours, scale, photo under the maps", open=False)
+    with display, gr.Row():
+        sort = gr.Radio(
+            list(ex.SORTS),
+            value="index",
+            label="Order of the channels",
+            info="by number, or by mean, maximum or share of positive pixels",
+            elem_id="sort",
+        )
+        cmap = gr.Dropdown(
+            CMAPS,
+            value=ex.AUTO_CMAP,
+            label="Colours",
+            info="auto: blue-red around 0 when a map has negative values",
+            elem_id="cmap",
+        )
+        scale = gr.Radio(
+            SCALE_CHOICES,
+            value="channel",
+            label="Colour scale",
+            info="own range: each tile shows its pattern; one scale: tiles compare",
+            elem_id="scale",
+        )
+        overlay = gr.Slider(
+            0,
+            0.9,
+            value=0,
+            step=0.1,
+            label="Photo under the maps",
+            info="0: maps only; more: see where in the photo a channel fires",
+        )
     with gr.Row(equal_height=False):
-        left_title, left = grid_column("Depthwise", "depthwise-grid")
-        right_title, right = grid_column("Pointwise", "pointwise-grid")
-    gr.Markdown("Click a tile to see that channel large.")
+        left = gr.HTML(
+            js_on_load=TILE_CLICKS, elem_id="depthwise-grid", label="Left grid", min_width=300
+        )
+        right = gr.HTML(
+            js_on_load=TILE_CLICKS, elem_id="pointwise-grid", label="Right grid", min_width=300
+        )
     with gr.Row():
-        with gr.Column(scale=1):
-            side = gr.Radio(
-                [("depthwise / conv", "left"), ("pointwise / block", "right")],
-                value="left",
-                label="Map",
-            )
-            channel = gr.Number(0, label="Channel", precision=0, minimum=0)
-            channel_text = gr.Markdown()
-        channel_image = gr.Image(label="Channel", format="png", interactive=False, scale=1)
-    tab = Activations(
-        sort, cmap, scale, overlay, page, left, right, left_title, right_title,
-        side, channel, channel_image, channel_text,
-    )  # fmt: skip
+        side = gr.Radio(
+            [("depthwise / conv (left)", "left"), ("pointwise / block (right)", "right")],
+            value="left",
+            label="Map of the channel shown large",
+            info="click a tile instead: it picks both",
+        )
+        number = gr.Number(
+            0, label="Channel shown large", precision=0, minimum=0, info="type a number, Enter"
+        )
+    panel = channel_panel.build(shared)
 
-    def views(session, layer, sort, page, cmap, scale, overlay) -> tuple:
-        """Both grids of ``layer`` and their titles, and the page shown."""
+    cache: OrderedDict[tuple, tuple[Shown, Shown, ex.LayerView]] = OrderedDict()
+    lock = threading.Lock()
+
+    def rendered(session, layer, sort, page, cmap, scale, overlay) -> tuple[Shown, Shown, Any]:
+        """Both grids rendered once per view (a highlight changes only their HTML)."""
+        key = (session.key, layer, sort, page, cmap, scale, overlay)
+        with lock:
+            if key in cache:
+                cache.move_to_end(key)
+                return cache[key]
         a = explorer.analysis(session)
         v = explorer.layer_view(a, layer, sort, page, cmap, scale, overlay)
-        return shared.png(v.left), shared.png(v.right), v.left_title, v.right_title, v.page
+        both = []
+        for g, title in ((v.left, v.left_title), (v.right, v.right_title)):
+            path = shared.png(g.image)
+            m = a.map(g.map_name)
+            both.append(Shown(path, g.image.size, title, g, tile_labels(m, g)))
+        entry = (both[0], both[1], v)
+        with lock:
+            cache[key] = entry
+            while len(cache) > _CACHED_VIEWS:
+                cache.popitem(last=False)
+        return entry
 
-    view_in = [shared.session, shared.layer, sort, page, cmap, scale, overlay]
-    view_out = [left, right, left_title, right_title, page]
-    shared.panels.append(Panel(views, view_in[1:], view_out))
-
-    @ui_errors
-    def change_view(session, layer, sort, page, cmap, scale, overlay):
-        if session is None:
-            return [gr.skip()] * len(view_out)
-        return views(session, layer, sort, page, cmap, scale, overlay)
-
-    @ui_errors
-    def change_block(session, block, *view_args):
-        """A block picked: its first layer, the map, both grids, in one answer."""
-        layers = ex.layers_of(block)
-        size = session.size if session is not None else explorer.native_size
-        shown = views(session, layers[0], *view_args) if session is not None else [gr.skip()] * 5
-        return gr.update(choices=layers, value=layers[0]), network_svg(block, size), *shown
-
-    @ui_errors
-    def change_flow(session, flow, *view_args):
-        blocks = ex.blocks_of(flow)
-        return gr.update(choices=blocks, value=blocks[0]), *change_block(
-            session, blocks[0], *view_args
+    def grid_html(s: Shown, selected: int | None, linked: list[int]) -> str:
+        g = s.grid
+        bar = html.grid_colorbar(g.cmap, g.low, g.high, g.signed, g.scale == "shared")
+        return html.grid_html(
+            f"gradio_api/file={s.src}",
+            s.size,
+            s.title,
+            [int(c) for c in g.channels],
+            s.labels,
+            bar,
+            (ex.TILE, ex.PAD, ex.COLUMNS),
+            selected=selected,
+            linked=linked,
+            alt=f"{g.map_name}: channels {g.channels[0]}-{g.channels[-1]} of page {g.page}",
         )
 
-    after_layer = [sort, page, cmap, scale, overlay]
+    def views(session, layer, sort, page, cmap, scale, overlay, which, chosen, dark=None) -> list:
+        """Both grids of ``layer`` (``chosen`` of side ``which`` outlined) and the page."""
+        lshown, rshown, v = rendered(session, layer, sort, page, cmap, scale, overlay)
+        chosen = None if chosen is None else int(chosen)
+        linked = linked_channels(explorer.model, layer, which, chosen)
+        on_left, on_right = (chosen, None) if which == "left" else (None, chosen)
+        return [
+            grid_html(lshown, on_left, linked if which == "right" else []),
+            grid_html(rshown, on_right, linked if which == "left" else []),
+            v.page,
+        ]
+
+    view_in = [shared.layer, sort, page, cmap, scale, overlay, side, number, shared.dark]
+    view_out = [left, right, page]
+
+    def analysed(session, *args) -> list:
+        """A new analysis: fresh grids; the panel waits for a tile, unless a link names one."""
+        *view_args, request = args
+        if request is None:
+            *shown, which, _, dark = view_args
+            return [gr.skip(), gr.skip(), *views(session, *shown, which, None), *panel.cleared()]
+        layer, sort, page, cmap, scale, overlay, _, _, dark = view_args
+        return pick(session, layer, sort, page, cmap, scale, overlay, *request, dark)
+
+    shared.panels.append(
+        Panel(analysed, [*view_in, shared.open_request], [side, number, *view_out, *panel.outputs])
+    )
+
+    @ui_errors
+    def change_view(session, *args):
+        if session is None:
+            return [gr.skip()] * len(view_out)
+        return views(session, *args)
+
+    @ui_errors
+    def change_block(session, block, *rest):
+        """A block picked (list or map): its first layer, the map, the grids, in one answer."""
+        layers = ex.layers_of(block)
+        size = session.size if session is not None else explorer.native_size
+        grids = views(session, layers[0], *rest) if session is not None else [gr.skip()] * 3
+        return [
+            gr.update(value=ex.flow_of(block)),
+            gr.update(choices=ex.blocks_of(ex.flow_of(block)), value=block),
+            gr.update(choices=layers, value=layers[0]),
+            network_map_html(block, size),
+            *grids,
+            *panel.cleared(),
+        ]
+
+    @ui_errors
+    def change_flow(session, flow, *rest):
+        return change_block(session, ex.blocks_of(flow)[0], *rest)
+
+    after_layer = view_in[1:]
+    block_out = [shared.flow, shared.block, shared.layer, shared.netmap, *view_out]
+    block_out += panel.outputs
     shared.flow.input(
-        change_flow,
-        [shared.session, shared.flow, *after_layer],
-        [shared.block, shared.layer, shared.netmap, *view_out],
-        api_name=False,
-        **VIEW_EVENTS,
+        change_flow, [shared.session, shared.flow, *after_layer], block_out, **VIEW_EVENTS
     )
     shared.block.input(
-        change_block,
-        [shared.session, shared.block, *after_layer],
-        [shared.layer, shared.netmap, *view_out],
-        api_name=False,
-        **VIEW_EVENTS,
+        change_block, [shared.session, shared.block, *after_layer], block_out, **VIEW_EVENTS
     )
-    for component in (shared.layer, sort, cmap, scale, overlay):
-        component.input(change_view, view_in, view_out, api_name=False, **VIEW_EVENTS)
-    # Also the API's way to page through a session's maps: /view.
-    page.submit(change_view, view_in, view_out, api_name="view")
+
+    @ui_errors
+    def map_clicked(
+        session, sort, page, cmap, scale, overlay, which, chosen, dark, evt: gr.EventData
+    ):
+        rest = (sort, page, cmap, scale, overlay, which, chosen, dark)
+        return change_block(session, evt.block, *rest)
+
+    shared.netmap.click(map_clicked, [shared.session, *after_layer], block_out, **VIEW_EVENTS)
+
+    @ui_errors
+    def change_layer(session, *args):
+        if session is None:
+            return [gr.skip()] * (len(view_out) + len(panel.outputs))
+        return [*views(session, *args), *panel.cleared()]
+
+    shared.layer.input(
+        change_layer, [shared.session, *view_in], [*view_out, *panel.outputs], **VIEW_EVENTS
+    )
+    for component in (sort, scale):
+        component.input(change_view, [shared.session, *view_in], view_out, **VIEW_EVENTS)
+
+    @ui_errors
+    def restyle(session, shown, *args):
+        """Colours or underlay changed: the grids, and the channel shown large if any."""
+        if session is None:
+            return [gr.skip()] * (len(view_out) + 1)
+        _, _, _, cmap, _, overlay, _, _, _ = args
+        picture = gr.skip()
+        if shown is not None:
+            layer, which, chosen, _ = shown
+            picture = panel.picture(panel.view(session, layer, which, chosen, cmap, overlay))
+        return [*views(session, *args), picture]
+
+    for component in (cmap, overlay):
+        component.input(
+            restyle,
+            [shared.session, panel.shown, *view_in],
+            [*view_out, panel.picture_output],
+            **VIEW_EVENTS,
+        )
+    page.submit(change_view, [shared.session, *view_in], view_out, **VIEW_EVENTS)
 
     def step(delta: int) -> Any:
         @ui_errors
         def stepped(session, layer, sort, page, *rest):
             turned = max(1, ex.whole_number(page or 1, "The page") + delta)
             if session is None:
-                return [gr.skip()] * 4 + [turned]
+                return [gr.skip(), gr.skip(), turned]
             return change_view(session, layer, sort, turned, *rest)
 
         return stepped
 
-    prev_btn.click(step(-1), view_in, view_out, api_name=False, **VIEW_EVENTS)
-    next_btn.click(step(1), view_in, view_out, api_name=False, **VIEW_EVENTS)
+    for button, delta in ((prev_btn, -1), (next_btn, 1)):
+        button.click(step(delta), [shared.session, *view_in], view_out, **VIEW_EVENTS)
 
-    def pick(session, layer, sort, page, cmap, overlay, which, evt: gr.SelectData) -> list:
-        """A tile clicked: that channel large, with its statistics."""
+    @ui_errors
+    def pick(session, layer, sort, page, cmap, scale, overlay, which, chosen, dark):
+        """A channel picked: the grids outline it, the panel shows it."""
         if session is None:
-            return [gr.skip()] * 4
-        a = explorer.analysis(session)
-        left_map, right_map, _, _ = ex.layer_maps(a, layer)
-        _, channels, _, _ = ex.grid(left_map if which == "left" else right_map, sort, page)
-        picked = ex.tile_at(evt.index[0], evt.index[1], channels)
-        if picked is None:
-            return [gr.skip()] * 4
-        img, text = explorer.channel_view(a, layer, which, picked, cmap, overlay)
-        return [which, picked, shared.png(img), text]
+            return [gr.skip()] * (2 + len(view_out) + len(panel.outputs))
+        opened = panel.open(session, layer, which, chosen, cmap, overlay, dark)
+        chosen = opened[-1][2]  # the panel's shown channel, checked
+        grids = views(session, layer, sort, page, cmap, scale, overlay, which, chosen)
+        return [which, chosen, *grids, *opened]
+
+    pick_out = [side, number, *view_out, *panel.outputs]
+
+    def on_tile(which: str) -> Any:
+        @ui_errors
+        def clicked(
+            session, layer, sort, page, cmap, scale, overlay, side, number, dark,
+            evt: gr.EventData,
+        ):  # fmt: skip
+            view = (layer, sort, page, cmap, scale, overlay)
+            return pick(session, *view, which, evt.channel, dark)
+
+        return clicked
+
+    for grid, which in ((left, "left"), (right, "right")):
+        grid.click(on_tile(which), [shared.session, *view_in], pick_out, **VIEW_EVENTS)
 
     @ui_errors
-    def pick_left(session, layer, sort, page, cmap, overlay, evt: gr.SelectData) -> list:
-        return pick(session, layer, sort, page, cmap, overlay, "left", evt)
+    def typed(session, *args):
+        return pick(session, *args)
+
+    for component in (number.submit, side.input):
+        component(typed, [shared.session, *view_in], pick_out, **VIEW_EVENTS)
 
     @ui_errors
-    def pick_right(session, layer, sort, page, cmap, overlay, evt: gr.SelectData) -> list:
-        return pick(session, layer, sort, page, cmap, overlay, "right", evt)
+    def follow(
+        session, shown, layer, sort, page, cmap, scale, overlay, side, number, dark,
+        evt: gr.EventData,
+    ):  # fmt: skip
+        """A bar of a chart clicked: a depthwise channel to follow."""
+        if session is None or shown is None:
+            return [gr.skip()] * len(pick_out)
+        view = (layer, sort, page, cmap, scale, overlay)
+        if evt.chart == channel_panel.TRACE_CHART:  # open that depthwise channel
+            return pick(session, *view, "left", evt.channel, dark)
+        # The weights chart: the same channel, its steps through that depthwise channel.
+        _, which, chosen, _ = shown
+        steps = panel.steps(session, layer, which, chosen, evt.channel, dark)
+        partner = steps[-1][3]
+        grids = views(session, *view, which, chosen)
+        if which == "right":  # the followed depthwise channel outlined in the left grid
+            grids[0] = grid_html(rendered(session, *view)[0], partner, [])
+        return [gr.skip(), gr.skip(), *grids, *steps]
 
-    pick_in = [shared.session, shared.layer, sort, page, cmap, overlay]
-    pick_out = [side, channel, channel_image, channel_text]
-    left.select(pick_left, pick_in, pick_out, api_name=False, **VIEW_EVENTS)
-    right.select(pick_right, pick_in, pick_out, api_name=False, **VIEW_EVENTS)
+    panel.bridge.click(follow, [shared.session, panel.shown, *view_in], pick_out, **VIEW_EVENTS)
+    channel_panel.wire_trace(panel, cmap, overlay)
 
     @ui_errors
-    def show_channel(session, layer, which, number, cmap, overlay):
+    def link(session, size, tab, layer, shown) -> Any:
+        """The query of this view (the page adds its own address and copies it)."""
         if session is None:
-            return gr.skip(), gr.skip()
-        a = explorer.analysis(session)
-        img, text = explorer.channel_view(a, layer, which, number, cmap, overlay)
-        return shared.png(img), text
+            return gr.skip()
+        which, chosen = (shown[1], shown[2]) if shown and shown[0] == layer else ("right", None)
+        query = ViewParams(
+            session.example or DEFAULT_EXAMPLE, session.size, tab, layer, which, chosen
+        ).query()
+        return gr.update(value=query, visible=True)
 
-    channel.submit(
-        show_channel,
-        [shared.session, shared.layer, side, channel, cmap, overlay],
-        [channel_image, channel_text],
-        api_name=False,
+    shared.copy.click(
+        link,
+        [shared.session, shared.size, shared.tab, shared.layer, panel.shown],
+        shared.link,
         **VIEW_EVENTS,
-    )
-    return tab
+    ).then(None, shared.link, shared.link, js=COPY_LINK)
+    return Activations(sort, cmap, scale, overlay, page, left, right, side, number, panel)

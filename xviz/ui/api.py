@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from xviz.diagram import network_svg
+from xviz.diagram import network_map_html
 from xviz.server import ui_errors
 from xviz.ui.activations import Activations
 from xviz.ui.attributions import Attributions
@@ -33,6 +33,8 @@ def build(shared: Shared, activations: Activations, attributions: Attributions) 
         cams = gr.Gallery(label="Grad-CAM of blocks 1-14", format="png")
         info = gr.Markdown(label="Status")
         export = gr.File(label="Analysis zip (none)")
+        view_btn = gr.Button("view")
+        view_page = gr.Number(label="Page shown", precision=0)
 
     @ui_errors
     def predict(image, size) -> dict[str, float]:
@@ -57,12 +59,12 @@ def build(shared: Shared, activations: Activations, attributions: Attributions) 
             session,
             explorer.prediction(a),
             a.target_label,
-            shared.png(v.left),
-            shared.png(v.right),
+            shared.png(v.left.image),
+            shared.png(v.right.image),
             v.left_title,
             v.right_title,
             gr.update(value=v.page, maximum=v.pages),
-            network_svg(block, a.size),
+            network_map_html(block, a.size),
             strip,
             status(a),
             None,
@@ -76,4 +78,22 @@ def build(shared: Shared, activations: Activations, attributions: Attributions) 
          pointwise_title, page, netmap, cams, info, export],
         api_name="analyze",
         **MODEL_EVENTS,
+    )  # fmt: skip
+
+    @ui_errors
+    def view(session, layer, sort, page, cmap, scale, overlay, block) -> tuple:
+        """One page of both grids of ``layer`` for the session's image (set by /analyze);
+        ``block`` is taken for the API's old signature and not used."""
+        v = explorer.layer_view(explorer.analysis(session), layer, sort, page, cmap, scale, overlay)
+        return (
+            shared.png(v.left.image), shared.png(v.right.image), v.left_title, v.right_title,
+            v.page,
+        )  # fmt: skip
+
+    view_btn.click(
+        view,
+        [shared.session, shared.layer, activations.sort, activations.page, activations.cmap,
+         activations.scale, activations.overlay, shared.block],
+        [depthwise, pointwise, depthwise_title, pointwise_title, view_page],
+        api_name="view",
     )  # fmt: skip

@@ -10,6 +10,8 @@ catches up when its tab is opened. Nothing is rendered twice for one analysis.
 from __future__ import annotations
 
 import itertools
+import threading
+import urllib.parse
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,12 +19,13 @@ from typing import Any
 import gradio as gr
 
 from xviz import explorer as ex
-from xviz.diagram import network_svg
-from xviz.examples import all_examples
+from xviz.diagram import network_map_html
+from xviz.examples import all_examples, example_label, example_names
 from xviz.files import FileStore
 from xviz.model import FLOWS
 from xviz.preprocess import ACCEPTED_FORMATS, MAX_FILE_BYTES, MAX_PIXELS
-from xviz.server import SESSION_TTL_S, FilePathImage, header_markdown, ui_errors
+from xviz.server import SESSION_TTL_S, FilePathImage, ui_errors, weights_details, weights_line
+from xviz.ui.js import BLOCK_CLICKS
 
 DEFAULT_BLOCK = "block2"
 # Events that run the model share one worker: one model computation at a time.
@@ -65,99 +68,230 @@ class Shared:
     block: gr.Dropdown
     layer: gr.Dropdown
     dark: gr.Checkbox  # hidden: whether the page is in dark mode, for the figures' template
+    link: gr.Textbox  # the link to the current view
+    copy: gr.Button
+    open_request: gr.State  # (side, channel) to show large with the next analysis (a link's)
+    main: gr.Column  # the main column, where the tabs go
     panels: list[Panel] = field(default_factory=list)
+    tabs: gr.Tabs | None = None  # set once the tabs exist
 
     def png(self, image: Any) -> str:
         """A rendered image as a served PNG file (see :class:`~xviz.files.FileStore`)."""
         return str(self.files.save_png(image))
 
 
+INTRO = (
+    "A pretrained **Xception** (Chollet 2017), inside: click a block of the map, then a tile, "
+    "to see a channel and how its **depthwise** and **pointwise** halves compute it."
+)
+
+
 def build_header(explorer: ex.Explorer, files: FileStore) -> Shared:
-    """The top of the page: image input, prediction, network map and layer pickers."""
+    """The page's frame: a title, a side column (image, prediction, examples) and the main
+    column with the network map and layer pickers, which the tabs then go into (``main``).
+
+    Compact enough that the first channel grids show on a 1280x800 screen without scrolling.
+    """
     native = explorer.native_size
-    gr.Markdown(header_markdown(explorer.model))
+    with gr.Row(equal_height=False, elem_id="header"):
+        with gr.Column(scale=5, min_width=300):
+            gr.Markdown(f"## xviz: inside Xception\n{INTRO}", elem_id="intro")
+        with gr.Column(scale=1, min_width=190):
+            copy = gr.Button("Copy link to this view", size="sm", elem_id="copy-link")
+            link = gr.Textbox(
+                label="Link to this view",
+                show_label=False,
+                container=False,
+                interactive=False,
+                visible=False,
+                elem_id="share-link",
+            )
     session = gr.State(None, time_to_live=SESSION_TTL_S)
     tab = gr.State("activations")
     shown = gr.State({})
-    with gr.Row():
-        with gr.Column(scale=2):
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=1, min_width=250, elem_id="side"):
             image = FilePathImage(
-                label="Image (upload, drop, paste or webcam)",
+                label="Your image (drop, paste, webcam)",
                 sources=["upload", "clipboard", "webcam"],
                 type="filepath",
-                height=300,
+                height=170,
                 elem_id="image-input",
+            )
+            examples = all_examples()
+            gr.Examples(
+                [[str(p)] for p in examples],
+                inputs=[image],
+                label="or an example",
+                examples_per_page=len(examples),
+                cache_examples=False,
+                example_labels=[example_label(p) for p in examples],
+            )
+            prediction = gr.Label(
+                num_top_classes=3, label="Prediction (top 3)", elem_id="prediction"
+            )
+            target = gr.Dropdown(
+                [],
+                label="Class to explain",
+                info="Grad-CAM and the attributions show the evidence for this class",
+                filterable=True,
+                allow_custom_value=True,
             )
             size = gr.Radio(
                 sorted({native, 299, 150}),
                 value=native,
                 label="Input size (px)",
-                info=f"{native} is what these weights were trained at",
+                info=f"the photo is resized to a square; these weights learnt at {native}",
                 elem_id="size",
             )
-            gr.Examples(
-                [[str(p)] for p in all_examples()],
-                inputs=[image],
-                label="Examples",
-                examples_per_page=12,
-                cache_examples=False,
+            info = gr.Markdown("Pick an example or upload an image.", elem_classes="xviz-small")
+            gr.Markdown(weights_line(explorer.model), elem_classes="xviz-small")
+            with gr.Accordion("About the weights and the limits", open=False):
+                gr.Markdown(weights_details(explorer.model), elem_classes="xviz-small")
+                gr.Markdown(
+                    f"Accepted: {', '.join(sorted(ACCEPTED_FORMATS))}; up to "
+                    f"{MAX_FILE_BYTES // 2**20} MB and {MAX_PIXELS // 10**6} megapixels.",
+                    elem_classes="xviz-small",
+                )
+        with gr.Column(scale=4, min_width=300) as main:
+            netmap = gr.HTML(
+                network_map_html(DEFAULT_BLOCK, native),
+                label="Network map: click a block",
+                js_on_load=BLOCK_CLICKS,
+                elem_id="netmap",
+                padding=False,
             )
-            gr.Markdown(
-                f"Accepted: {', '.join(sorted(ACCEPTED_FORMATS))}; up to "
-                f"{MAX_FILE_BYTES // 2**20} MB and {MAX_PIXELS // 10**6} megapixels.",
-                elem_classes="xviz-small",
-            )
-        with gr.Column(scale=2):
-            prediction = gr.Label(
-                num_top_classes=5, label="Prediction (top 5)", elem_id="prediction"
-            )
-            target = gr.Dropdown(
-                [],
-                label="Attribution target class",
-                info="Grad-CAM and the input attributions explain this class",
-                filterable=True,
-                allow_custom_value=True,
-            )
-            info = gr.Markdown("Upload an image or pick an example.")
-    netmap = gr.HTML(network_svg(DEFAULT_BLOCK, native), label="Network map")
-    with gr.Row():
-        flow = gr.Radio(list(FLOWS), value="entry", label="Flow", elem_id="flow")
-        block = gr.Dropdown(
-            ex.blocks_of("entry"),
-            value=DEFAULT_BLOCK,
-            label="Block",
-            allow_custom_value=True,
-            elem_id="block",
-        )
-        layer = gr.Dropdown(
-            ex.layers_of(DEFAULT_BLOCK),
-            value=ex.layers_of(DEFAULT_BLOCK)[0],
-            label="Layer",
-            allow_custom_value=True,  # API callers may name any layer; xviz checks it
-            elem_id="layer",
-        )
+            with gr.Row(equal_height=True, elem_id="pickers"):
+                flow = gr.Radio(
+                    list(FLOWS), value="entry", label="Flow", elem_id="flow", min_width=240
+                )
+                block = gr.Dropdown(
+                    ex.blocks_of("entry"),
+                    value=DEFAULT_BLOCK,
+                    label="Block",
+                    allow_custom_value=True,
+                    elem_id="block",
+                    min_width=120,
+                )
+                layer = gr.Dropdown(
+                    ex.layers_of(DEFAULT_BLOCK),
+                    value=ex.layers_of(DEFAULT_BLOCK)[0],
+                    label="Layer",
+                    allow_custom_value=True,  # API callers may name any layer; xviz checks it
+                    elem_id="layer",
+                    min_width=170,
+                )
     dark = gr.Checkbox(False, visible=False, label="dark mode")
     return Shared(
         explorer, files, session, tab, shown, image, size, prediction, target, info, netmap,
-        flow, block, layer, dark,
+        flow, block, layer, dark, link, copy, gr.State(None), main,
     )  # fmt: skip
 
 
 # Gradio marks dark mode (the system's preference, or ?__theme=dark) with a "dark" class.
 DARK_JS = """() => [document.documentElement, document.body]
     .some((e) => e.classList.contains('dark'))"""
+DEFAULT_EXAMPLE = "coffee"
+
+
+@dataclass(frozen=True)
+class ViewParams:
+    """The view a link asks for: ``?example=coffee&size=299&tab=activations&layer=...``."""
+
+    example: str = DEFAULT_EXAMPLE
+    size: int | None = None
+    tab: str = "activations"
+    layer: str | None = None
+    side: str = "right"
+    channel: int | None = None
+
+    @classmethod
+    def parse(cls, query: dict[str, str], tabs: Sequence[str]) -> ViewParams:
+        """The parameters that make sense; the others are ignored (a link is attacker-made)."""
+        names = example_names()
+        example = query.get("example", DEFAULT_EXAMPLE)
+        size = query.get("size", "")
+        layer = query.get("layer")
+        side = {"depthwise": "left", "pointwise": "right", "left": "left", "right": "right"}
+        channel = query.get("channel", "")
+        return cls(
+            example=example if example in names else DEFAULT_EXAMPLE,
+            size=int(size) if size.isdigit() and ex.MIN_SIZE <= int(size) <= ex.MAX_SIZE else None,
+            tab=query.get("tab") if query.get("tab") in tabs else "activations",
+            layer=layer if isinstance(layer, str) and layer in ALL_LAYERS else None,
+            side=side.get(query.get("side", "right"), "right"),
+            channel=int(channel) if channel.isdigit() else None,
+        )
+
+    def query(self) -> str:
+        parts = {"example": self.example, "size": self.size, "tab": self.tab}
+        parts |= {"layer": self.layer, "side": self.side, "channel": self.channel}
+        shown = {k: ("pointwise" if v == "right" else "depthwise") if k == "side" else v
+                 for k, v in parts.items() if v is not None}  # fmt: skip
+        return "?" + urllib.parse.urlencode(shown)
+
+
+ALL_LAYERS = frozenset(name for block in ex.BLOCKS for name in ex.layers_of(block))
 
 
 def on_page_load(shared: Shared, demo: gr.Blocks) -> None:
-    """What happens when a page opens: the figures learn whether the page is dark."""
-    demo.load(None, None, shared.dark, js=DARK_JS)
+    """A page opens on an analysed example (a link's view, else coffee.jpg), read from the
+    analysis cache; the default example is analysed at start-up, so a warm server answers at
+    once. The figures learn whether the page is dark."""
+    explorer = shared.explorer
+    eager = [p for p in shared.panels if p.tab is None]
+    tab_ids = [t.id for t in shared.tabs.children] if shared.tabs else ["activations"]
+    names = example_names()
+    threading.Thread(
+        target=lambda: explorer.analysis(explorer.start(names[DEFAULT_EXAMPLE])),
+        name="xviz-first-screen",
+        daemon=True,
+    ).start()
+
+    @ui_errors
+    def load(dark: bool, request: gr.Request) -> dict:
+        params = ViewParams.parse(dict(request.query_params) if request else {}, tab_ids)
+        size = params.size or explorer.native_size
+        session = explorer.start(str(names[params.example]), size)
+        analysis = explorer.analysis(session)
+        layer = params.layer or shared.layer.value
+        block = layer.split("_")[0]
+        values = {c: c.value for p in eager for c in p.inputs}
+        values |= {shared.layer: layer, shared.dark: bool(dark)}
+        if params.channel is not None:
+            values |= {shared.open_request: (params.side, params.channel)}
+        return {
+            shared.dark: bool(dark),
+            shared.session: session,
+            shared.image: str(names[params.example]),
+            shared.size: size,
+            shared.prediction: explorer.prediction(analysis),
+            shared.target: gr.update(
+                choices=explorer.target_choices(analysis), value=analysis.target_label
+            ),
+            shared.info: status(analysis),
+            shared.flow: ex.flow_of(block),
+            shared.block: gr.update(choices=ex.blocks_of(ex.flow_of(block)), value=block),
+            shared.layer: gr.update(choices=ex.layers_of(block), value=layer),
+            shared.netmap: network_map_html(block, size),
+            shared.tabs: gr.Tabs(selected=params.tab),
+            shared.tab: params.tab,
+        } | _render(eager, session, values)
+
+    outputs = {
+        shared.dark, shared.session, shared.image, shared.size, shared.prediction,
+        shared.target, shared.info, shared.flow, shared.block, shared.layer, shared.netmap,
+        shared.tabs, shared.tab,
+    } | _outputs(eager)  # fmt: skip
+    demo.load(load, shared.dark, outputs, js=DARK_JS, api_name=False, **MODEL_EVENTS).then(
+        **_lazy_event(shared)
+    )
 
 
 def status(analysis: Any) -> str:
     return (
         f"Analysed at {analysis.size}x{analysis.size} with `{analysis.weights}` in "
-        f"{analysis.elapsed_s:.2f} s: 34 separable convs (depthwise + pointwise), 6 convs, "
-        f"14 blocks, Grad-CAM of **{analysis.target_label}** for every block."
+        f"{analysis.elapsed_s:.2f} s; Grad-CAM explains **{analysis.target_label}**."
     )
 
 
@@ -196,11 +330,15 @@ def analysis_events(shared: Shared) -> None:
     @ui_errors
     def on_image(image, size, session, *values) -> Iterator[dict]:
         """Analyse a new image (or size): the prediction first, then the eager panels."""
+        # Nothing to do: one unchanged output (yielding nothing would clear every output).
+        unchanged = {shared.session: gr.skip()}
         if image is None:
+            yield unchanged
             return
         new = explorer.start(image, size)
         if session is not None and new.same_input(session):
-            return  # the same picture again (Gradio reports one upload twice)
+            yield unchanged  # the same picture again (Gradio reports one upload twice)
+            return
         analysis = explorer.analysis(new)
         yield {
             shared.session: new,
@@ -227,7 +365,7 @@ def analysis_events(shared: Shared) -> None:
     @ui_errors
     def on_target(session, label, *values) -> dict:
         if session is None:
-            return {}
+            return {shared.session: gr.skip()}
         session = explorer.retarget(session, label)
         analysis = explorer.analysis(session)
         given = dict(zip(retarget_inputs, values, strict=True))

@@ -1,0 +1,104 @@
+"""The page's few scripts: they turn clicks and keys on the HTML maps into Gradio events.
+
+Each is the ``js_on_load`` of one ``gr.HTML``: ``element`` is its root and ``trigger(name,
+data)`` fires its event, whose handler reads ``data`` from ``gr.EventData``. Listeners sit on
+the root, so they keep working when the component's HTML is replaced.
+"""
+
+# A channel grid: a tile's button reports its channel (Enter and Space click a button too).
+TILE_CLICKS = """
+element.addEventListener('click', (event) => {
+  const tile = event.target.closest('[data-channel]');
+  if (tile) trigger('click', {channel: Number(tile.dataset.channel)});
+});
+"""
+
+# The network map: a block reports its name on click, Enter or Space.
+BLOCK_CLICKS = """
+const pick = (event) => {
+  const block = event.target.closest('[data-block]');
+  if (block) { event.preventDefault(); trigger('click', {block: block.dataset.block}); }
+};
+element.addEventListener('click', pick);
+element.addEventListener('keydown', (event) => {
+  if (event.key === 'Enter' || event.key === ' ') pick(event);
+});
+"""
+
+# The enlarged channel: a click reports the map position (y, x) under it; by keyboard, the
+# arrow keys move a cursor over the map's cells and Enter reports the cell.
+POSITION_CLICKS = """
+const cell = (box, y, x) => {
+  const h = Number(box.dataset.h), w = Number(box.dataset.w);
+  return [Math.min(h - 1, Math.max(0, y)), Math.min(w - 1, Math.max(0, x))];
+};
+element.addEventListener('click', (event) => {
+  const box = event.target.closest('.xviz-channel-box');
+  if (!box) return;
+  const r = box.querySelector('img').getBoundingClientRect();
+  const [y, x] = cell(box,
+    Math.floor((event.clientY - r.top) / r.height * Number(box.dataset.h)),
+    Math.floor((event.clientX - r.left) / r.width * Number(box.dataset.w)));
+  trigger('click', {y, x});
+});
+element.addEventListener('keydown', (event) => {
+  const box = event.target.closest('.xviz-channel-box');
+  if (!box) return;
+  const h = Number(box.dataset.h), w = Number(box.dataset.w);
+  let y = Number(box.dataset.cy ?? Math.floor(h / 2));
+  let x = Number(box.dataset.cx ?? Math.floor(w / 2));
+  const moves = {ArrowUp: [-1, 0], ArrowDown: [1, 0], ArrowLeft: [0, -1], ArrowRight: [0, 1]};
+  if (event.key in moves) {
+    [y, x] = cell(box, y + moves[event.key][0], x + moves[event.key][1]);
+    box.dataset.cy = y;
+    box.dataset.cx = x;
+    let cursor = box.querySelector('.xviz-cursor');
+    if (!cursor) {
+      cursor = document.createElement('span');
+      cursor.className = 'xviz-cursor';
+      box.appendChild(cursor);
+    }
+    Object.assign(cursor.style, {top: `${100 * y / h}%`, left: `${100 * x / w}%`,
+      width: `${100 / w}%`, height: `${100 / h}%`});
+  } else if (event.key === 'Enter' || event.key === ' ') {
+    trigger('click', {y, x});
+  } else {
+    return;
+  }
+  event.preventDefault();
+});
+"""
+
+# Plotly charts whose bars stand for channels (``customdata``): a click on a bar reports the
+# chart's element id and the bar's channel. gr.Plot has no click event, so this bridge (an
+# empty gr.HTML) watches the page for such charts and listens to plotly.js's own event.
+PLOT_CLICKS = """
+const attach = () => {
+  document.querySelectorAll('.xviz-clickable-plot .js-plotly-plot').forEach((plot) => {
+    if (plot.xvizClicks || typeof plot.on !== 'function') return;
+    plot.xvizClicks = true;
+    plot.on('plotly_click', (data) => {
+      const point = data && data.points && data.points[0];
+      if (!point || point.customdata === undefined || point.customdata === null) return;
+      const chart = plot.closest('.xviz-clickable-plot');
+      trigger('click', {chart: chart.id, channel: Number(point.customdata)});
+    });
+  });
+};
+let queued = false;
+new MutationObserver(() => {
+  if (!queued) { queued = true; requestAnimationFrame(() => { queued = false; attach(); }); }
+}).observe(document.body, {childList: true, subtree: true});
+attach();
+"""
+
+# The share link: the server gives the query of the view; the page adds its own address,
+# copies the whole link to the clipboard and shows it.
+COPY_LINK = """
+(query) => {
+  if (!query) return query;
+  const url = window.location.origin + window.location.pathname + query;
+  if (navigator.clipboard) navigator.clipboard.writeText(url).catch(() => {});
+  return url;
+}
+"""
