@@ -115,7 +115,7 @@ def grid_html(
     return (
         f'<figure class="xviz-grid"><figcaption>{escape(title)}</figcaption>'
         f'<div class="xviz-grid-box"><img src="{escape(src)}" width="{width}" '
-        f'height="{height}" alt="{escape(alt or title)}">{"".join(buttons)}</div>'
+        f'height="{height}" alt="{escape(alt or title)}"/>{"".join(buttons)}</div>'
         f"{colorbar}</figure>"
     )
 
@@ -143,6 +143,6 @@ def channel_html(
         f'<figure class="xviz-channel"><div class="xviz-channel-box" tabindex="0" '
         f'role="button" data-h="{h}" data-w="{w}" aria-label="{escape(alt)}. Click a position, '
         f'or use the arrow keys and Enter, to see how its value is computed.">'
-        f'<img src="{escape(src)}" width="{width}" height="{height}" alt="{escape(alt)}">'
+        f'<img src="{escape(src)}" width="{width}" height="{height}" alt="{escape(alt)}"/>'
         f"{marker}</div>{colorbar}</figure>"
     )
