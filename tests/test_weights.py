@@ -1071,3 +1071,28 @@ def test_kitchenware_package_loads_completely():
     # Every BN statistic came from the file (a fresh BN has mean 0, var 1).
     bn = model.block7.sepconv3_bn
     assert not torch.equal(bn.running_var, torch.ones_like(bn.running_var))
+
+
+def test_a_keras_archive_that_would_inflate_too_far_is_refused_unread(tmp_path, monkeypatch):
+    """A zip bomb: model.weights.h5 declares 640 MB of zeros, compressed to 3 MB."""
+    from xviz._formats import MAX_WEIGHTS_BYTES
+
+    path = tmp_path / "bomb.keras"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as z:
+        z.writestr("config.json", '{"class_name": "Functional", "config": {"layers": []}}')
+        with z.open("model.weights.h5", "w", force_zip64=True) as member:
+            chunk = bytes(64 * 2**20)
+            for _ in range(MAX_WEIGHTS_BYTES // len(chunk) + 2):  # just over the limit
+                member.write(chunk)
+    assert path.stat().st_size < 4 * 2**20
+    read = zipfile.ZipFile.read
+    inflated: list[str] = []
+
+    def spy(self, name, *args, **kwargs):
+        inflated.append(name)
+        return read(self, name, *args, **kwargs)
+
+    monkeypatch.setattr(zipfile.ZipFile, "read", spy)
+    with pytest.raises(WeightsError, match=r"model.weights.h5 would inflate to 640 MB"):
+        load_model(path)
+    assert "model.weights.h5" not in inflated  # refused from the size it declares

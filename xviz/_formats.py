@@ -367,6 +367,27 @@ def _snake_case(name: str) -> str:
     return re.sub("([a-z])([A-Z])", r"\1_\2", name).lower()
 
 
+# An Xception's float32 weights are 92 MB, its config.json tens of kB: an archive whose members
+# declare far more is refused before a byte is inflated (a zip bomb inflates to gigabytes).
+MAX_WEIGHTS_BYTES = 512 * 2**20
+MAX_CONFIG_BYTES = 16 * 2**20
+
+
+def _member(archive: zipfile.ZipFile, name: str, limit: int, path: Path) -> bytes:
+    """The bytes of member ``name``, refused if it declares more than ``limit``.
+
+    ``ZipExtFile`` never returns more than the size the member declares (and checks the CRC),
+    so a member that lies about its size cannot inflate past ``limit`` either.
+    """
+    size = archive.getinfo(name).file_size
+    if size > limit:
+        raise WeightsError(
+            f"{path}: its {name} would inflate to {size / 2**20:,.0f} MB, more than an "
+            f"Xception's file can hold ({limit / 2**20:.0f} MB): it is not read."
+        )
+    return archive.read(name)
+
+
 def read_keras_archive(path: Path) -> list[KerasLayer]:
     """A Keras 3 ``.keras`` archive -> its layers in ``config.json`` order, nested models inlined.
 
@@ -379,8 +400,8 @@ def read_keras_archive(path: Path) -> list[KerasLayer]:
     """
     try:
         with zipfile.ZipFile(path) as archive:
-            config = json.loads(archive.read("config.json"))
-            weights = io.BytesIO(archive.read("model.weights.h5"))
+            config = json.loads(_member(archive, "config.json", MAX_CONFIG_BYTES, path))
+            weights = io.BytesIO(_member(archive, "model.weights.h5", MAX_WEIGHTS_BYTES, path))
         with h5py.File(weights, "r") as f:
             layer_configs = config.get("config", {}).get("layers")
             if not isinstance(layer_configs, list):
