@@ -19,10 +19,10 @@ from xviz.errors import XvizError
 from xviz.explorer import Explorer
 from xviz.files import FileStore
 from xviz.server import (
-    LAUNCH_OPTIONS,
     QUEUE_SIZE,
     RETENTION_S,
     XvizBlocks,
+    launch_options,
     make_explorer,
     unavailable_demo,
 )
@@ -95,7 +95,7 @@ def main() -> None:
         logging.getLogger("xviz").error("xviz cannot start: %s", err)
         demo = unavailable_demo()
     _stop_on_sigterm()
-    demo.launch(**LAUNCH_OPTIONS)
+    demo.launch(**launch_options())
 
 
 if __name__ == "__main__":

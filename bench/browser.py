@@ -39,7 +39,7 @@ from app import build_demo
 from xviz.examples import all_examples
 from xviz.explorer import Explorer
 from xviz.model import Xception
-from xviz.server import LAUNCH_OPTIONS
+from xviz.server import launch_options
 from xviz.weights import kitchenware_file, load_model
 
 CHROMIUM = "/usr/bin/chromium"
@@ -162,7 +162,7 @@ def main() -> None:
 
     explorer = Explorer(model_for(args.weights))
     demo = build_demo(explorer)
-    demo.launch(server_name="127.0.0.1", prevent_thread_lock=True, quiet=True, **LAUNCH_OPTIONS)
+    demo.launch(server_name="127.0.0.1", prevent_thread_lock=True, quiet=True, **launch_options())
     photos = all_examples()[: args.photos + 1]  # the first one warms up
     results: dict[int, dict[str, list[float]]] = {}
     references: dict[int, list[float]] = {}

@@ -55,7 +55,7 @@ from xviz.examples import kitchen_examples, shipped_examples
 from xviz.explorer import Explorer
 from xviz.model import Xception
 from xviz.preprocess import preprocess
-from xviz.server import LAUNCH_OPTIONS
+from xviz.server import launch_options
 from xviz.weights import kitchenware_file, load_model
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -479,7 +479,7 @@ def main() -> None:
         server_port=free_port(),
         prevent_thread_lock=True,
         quiet=True,
-        **LAUNCH_OPTIONS,
+        **launch_options(),
     )
     url = demo.local_url
     with tempfile.TemporaryDirectory(prefix="xviz-load-") as tmp:

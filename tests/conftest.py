@@ -33,7 +33,7 @@ def model():
 
 def launch(demo) -> str:
     """Serve ``demo`` on a free loopback port with the app's launch options; its URL."""
-    from xviz.server import LAUNCH_OPTIONS
+    from xviz.server import launch_options
 
     port = _free_port()
     demo.launch(
@@ -41,7 +41,7 @@ def launch(demo) -> str:
         server_port=port,
         prevent_thread_lock=True,
         quiet=True,
-        **LAUNCH_OPTIONS,
+        **launch_options(),
     )
     return f"http://127.0.0.1:{port}/"
 

@@ -49,7 +49,11 @@ def call(url: str, api_name: str, data: list[Any], session_hash: str | None = No
         headers={"content-type": "application/json"},
         timeout=30,
     )
-    started.raise_for_status()
+    if started.status_code >= 400:  # refused at the door: the body says why
+        try:
+            return Outcome(False, error=started.json().get("error") or started.text)
+        except ValueError:
+            return Outcome(False, error=started.text)
     event_id = started.json()["event_id"]
     with httpx.stream(
         "GET", f"{base}/gradio_api/call/{api_name}/{event_id}", timeout=TIMEOUT

@@ -72,6 +72,7 @@ TENSOR_RANGE_TOLERANCE = 1e-3
 ImageInput = Image.Image | str | os.PathLike | bytes | bytearray | np.ndarray
 
 _WHITE = (255, 255, 255, 255)
+_ORIENTATION = 0x0112  # the EXIF tag
 _SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N")
 _HEIF_BRANDS = (b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1")
 _TRY_INSTEAD = "Try a PNG or JPEG."
@@ -214,15 +215,14 @@ def data_url_bytes(url: str) -> bytes:
 def _decode(data: bytes) -> Image.Image:
     """Decode the bytes of an image file, refusing what the header already rules out."""
     _check_file_bytes(len(data))
-    with (
-        _decoding(head=data[:512]),
-        Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS) as opened,
-    ):
+    with _decoding(head=data[:512]):
+        # Not closed after: closing frees the pixels, and an in-memory file holds nothing else.
+        opened = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
         _check_size(*opened.size)  # header only: nothing decoded yet
         _check_plausible(opened.format, opened.size, data)
         if opened.format in ("JPEG", "MPO"):
             _check_jpeg_complete(data)
-        return _normalise(opened)
+        return _normalise(opened, owned=True)
 
 
 def _check_plausible(fmt: str | None, size: tuple[int, int], data: bytes) -> None:
@@ -364,15 +364,22 @@ def _check_size(width: int, height: int) -> None:
         )
 
 
-def _normalise(img: Image.Image) -> Image.Image:
-    """First frame, decoded, EXIF-rotated, as 8-bit RGB (a new image)."""
+def _normalise(img: Image.Image, owned: bool = False) -> Image.Image:
+    """First frame, decoded, EXIF-rotated, as 8-bit RGB.
+
+    ``owned``: ``img`` was decoded here and nobody else holds it, so it may be returned
+    itself; otherwise the result is always a new image. Each step copies only when it must:
+    a 40-megapixel photo is 120 MB a copy.
+    """
     if getattr(img, "n_frames", 1) > 1:
         img.seek(0)
     img.load()  # decode now, inside the caller's error handling
-    return _to_rgb(ImageOps.exif_transpose(img))
+    if img.getexif().get(_ORIENTATION, 1) != 1:
+        img, owned = ImageOps.exif_transpose(img), True
+    return _to_rgb(img, owned)
 
 
-def _to_rgb(img: Image.Image) -> Image.Image:
+def _to_rgb(img: Image.Image, owned: bool = False) -> Image.Image:
     """Any PIL mode -> 8-bit RGB; high-bit-depth modes scaled as the module docstring says."""
     if img.mode in _SIXTEEN_BIT_MODES:
         return _from_array(_scale_to_uint8(np.asarray(img), 65535))
@@ -384,9 +391,15 @@ def _to_rgb(img: Image.Image) -> Image.Image:
         full_scale = 1 if peak <= 1 else 255 if peak <= 255 else 65535
         return _from_array(_scale_to_uint8(values, full_scale))
     if "A" in img.mode or "a" in img.mode or "transparency" in img.info:
-        # LA, La, PA, RGBA, RGBa, and P / L / RGB with a transparent colour (tRNS).
-        rgba = _convert(img, "RGBA")
-        return Image.alpha_composite(Image.new("RGBA", img.size, _WHITE), rgba).convert("RGB")
+        # LA, La, PA, RGBA, RGBa, and P / L / RGB with a transparent colour (tRNS): composite
+        # on white. Pasting through the alpha channel blends as alpha_composite over an opaque
+        # white image does, without its two extra full-size RGBA images.
+        rgba = img if img.mode == "RGBA" else _convert(img, "RGBA")
+        out = Image.new("RGB", img.size, _WHITE[:3])
+        out.paste(rgba, mask=rgba.getchannel("A"))
+        return out
+    if img.mode == "RGB":
+        return img if owned else img.copy()
     return _convert(img, "RGB")
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import json
 import logging
 import os
 import traceback
@@ -24,6 +25,7 @@ import gradio as gr
 from gradio.data_classes import ImageData
 from gradio.exceptions import InvalidPathError
 from PIL import Image
+from starlette.middleware import Middleware
 
 from xviz.devices import resolve_device
 from xviz.errors import ImageError, XvizError, short
@@ -63,18 +65,68 @@ CACHE_MB = env_number("XVIZ_CACHE_MB", 768, kind=float)
 # Analyses and exported zips unused for this long are deleted; so are Gradio's uploads.
 RETENTION_S = env_number("XVIZ_RETENTION_S", 3600, minimum=1)
 
-# How the app is launched, in production and in the tests alike. Unexpected errors show
-# Gradio's generic message (no internal paths); xviz's own errors always say what is wrong.
-LAUNCH_OPTIONS: dict[str, Any] = {
-    "max_file_size": MAX_FILE_BYTES,
-    # Closed browser sessions Gradio keeps (each ~0.3 MB); its default is 10000.
-    "state_session_capacity": env_number("XVIZ_SESSIONS", 500, minimum=1),
-    "show_error": False,
-    "allowed_paths": [],
-    "share": False,
-    # The maps' grids, colourbars and the phone layout (xviz/ui/style.css).
-    "css_paths": [Path(__file__).resolve().parent / "ui" / "style.css"],
-}
+# The largest request body: a data: URL of the largest image (base64, 4 bytes per 3) and
+# the JSON around it. File uploads have their own limit (max_file_size) and route.
+MAX_REQUEST_BYTES = MAX_FILE_BYTES * 4 // 3 + 2**20
+
+
+class BodyLimit:
+    """ASGI middleware: a request whose body is larger than ``limit`` is answered 413 before
+    a byte of it is parsed (Gradio would parse a 100 MB JSON body into memory first).
+
+    The size is taken from Content-Length; a body sent without one is counted as it arrives
+    and cut off at the limit.
+    """
+
+    def __init__(self, app: Any, limit: int = MAX_REQUEST_BYTES) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["path"].endswith("/upload"):
+            return await self.app(scope, receive, send)
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            return await self._refuse(int(declared), send)
+        seen = 0
+
+        async def counted() -> dict:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                return {"type": "http.disconnect"}  # the app stops reading: nothing is parsed
+            return message
+
+        return await self.app(scope, counted, send)
+
+    async def _refuse(self, size: int, send: Any) -> None:
+        text = (
+            f"This request is {size / 2**20:.0f} MB; xviz takes requests up to "
+            f"{self.limit / 2**20:.0f} MB (images up to {MAX_FILE_BYTES // 2**20} MB)."
+        )
+        body = json.dumps({"error": text, "detail": text}).encode()
+        headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+        await send({"type": "http.response.start", "status": 413, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+
+def launch_options() -> dict[str, Any]:
+    """How the app is launched, in production and in the tests alike (a new dict each time:
+    Gradio writes into ``app_kwargs``). Unexpected errors show Gradio's generic message (no
+    internal paths); xviz's own errors always say what is wrong."""
+    return {
+        "max_file_size": MAX_FILE_BYTES,
+        # Closed browser sessions Gradio keeps (each ~0.3 MB); its default is 10000.
+        "state_session_capacity": env_number("XVIZ_SESSIONS", 500, minimum=1),
+        "show_error": False,
+        "allowed_paths": [],
+        "share": False,
+        # The maps' grids, colourbars and the phone layout (xviz/ui/style.css).
+        "css_paths": [Path(__file__).resolve().parent / "ui" / "style.css"],
+        "app_kwargs": {"middleware": [Middleware(BodyLimit)]},
+    }
+
 
 # Gradio's own image handling may open uploads with Pillow; keep its limit at ours.
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS
