@@ -167,9 +167,16 @@ def test_relu_step_numbers(model, analysis, halves):
 
 def test_residual_step_numbers(model, analysis):
     answer = guide.answer("residual", model, analysis)
-    assert answer.ablation.blocks == tuple(f"block{b}" for b in range(5, 13))
-    # The identity residual removed by hand: the block's output minus its input.
-    without = {model.blocks[b]: lambda m, i, o: o - i[0] for b in answer.ablation.blocks}
+    assert answer.ablation.blocks == tuple(f"block{b}" for b in range(2, 14))  # Figure 9
+
+    def unresidual(block, inputs, output):
+        """The residual removed by hand: the output minus the input (identity) or minus the
+        1x1 conv + BN of the input (blocks 2, 3, 4, 13)."""
+        if block.residual is not None:
+            return output - block.residual_bn(block.residual(inputs[0]))
+        return output - inputs[0]
+
+    without = {model.blocks[b]: unresidual for b in answer.ablation.blocks}
     after = run(model, analysis, without)[analysis.target]
     before = answer.numbers["probability_before"]
     assert abs(float(after) - before) > 1e-2 * before  # the check below can tell

@@ -15,11 +15,11 @@ from typing import Any
 
 import numpy as np
 
-from xviz.ablation import SEPARABLE_BLOCKS, Ablation, AblationResult, ablate
+from xviz.ablation import RESIDUAL_BLOCKS, SEPARABLE_BLOCKS, Ablation, AblationResult, ablate
 from xviz.analysis import Analysis, model_device
 from xviz.cost import LatencyResult, LayerCost, layer_costs, measure_latency
 from xviz.errors import AnalysisError
-from xviz.model import BLOCKS, FLOWS, SEPCONV_BLOCK, Xception
+from xviz.model import BLOCKS, SEPCONV_BLOCK, Xception
 from xviz.trace import ValueTrace, explain_value, sepconv_steps
 
 DEFAULT_LAYER = "block5_sepconv1"
@@ -141,15 +141,14 @@ def preset(key: int | str) -> Ablation | None:
     """The ablation a step applies; None for steps without one.
 
     Step 4: a ReLU between depthwise and pointwise in all 34 separable convs, as in the
-    paper's Figure 10. Step 5: no residual connection in the middle flow (blocks 5-12, the
-    8 identity residuals; the paper's Figure 9 removes the 4 residual convs of blocks 2, 3, 4
-    and 13 too).
+    paper's Figure 10. Step 5: no residual connection at all (blocks 2-13: the 4 residual
+    1x1 convs and the 8 identities), as in its Figure 9.
     """
     chosen = step(key)
     if chosen.key == "relu":
         return Ablation.relu_between(SEPARABLE_BLOCKS)
     if chosen.key == "residual":
-        return Ablation.drop_residual(FLOWS["middle"])
+        return Ablation.drop_residual(RESIDUAL_BLOCKS)
     return None
 
 
