@@ -72,6 +72,8 @@ LAUNCH_OPTIONS: dict[str, Any] = {
     "show_error": False,
     "allowed_paths": [],
     "share": False,
+    # The tabs' stylesheets (xviz/ui/*.css), in name order.
+    "css_paths": sorted(Path(__file__).with_name("ui").glob("*.css")),
 }
 
 # Gradio's own image handling may open uploads with Pillow; keep its limit at ours.
