@@ -455,7 +455,7 @@ class Explorer:
             raw,
             gradcam.color_limits(cams, scale)[block],
             alpha,
-            f"Grad-CAM of {label} at {block} ({cam.flow} flow), {h}x{w} positions",
+            f"Grad-CAM of {label} at {block}",
             gradcam.UNIT,
             note=f"No positive evidence for {label} here" if cam.blank else None,
             dark=dark,
