@@ -154,6 +154,16 @@ def test_cancelled_attribution_stops_and_the_next_one_runs(explorer, session):
     assert view.overlay.size == (ex.VIEW_SIZE, ex.VIEW_SIZE)
 
 
+def test_attribution_overlay_fades_into_the_photo_where_it_is_zero():
+    photo = np.random.default_rng(2).integers(0, 256, (8, 8, 3), dtype=np.uint8)
+    values = np.zeros((8, 8), dtype=np.float32)
+    values[:, 4:] = 2.0  # beyond the top of the colours (1): the full opacity
+    over = np.asarray(ex._blend(photo, values, "coolwarm", -1.0, 1.0, 0.6, fade=True))
+    np.testing.assert_array_equal(over[:, :4], photo[:, :4])
+    warm = get_lut("coolwarm")[-1].astype(np.float64)
+    assert np.abs(over[:, 4:] - (0.4 * photo[:, 4:] + 0.6 * warm)).max() <= 1.0
+
+
 def test_a_run_started_after_a_cancel_does_not_undo_it(explorer):
     """The cancelled run polls its flag at its next batch; a run the same session starts
     meanwhile gets a flag of its own instead of clearing the cancelled one."""

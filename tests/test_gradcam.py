@@ -153,10 +153,13 @@ def test_enlarged_block_shows_each_position_on_the_strips_scale(explorer, analys
         np.testing.assert_array_equal(np.asarray(heat.customdata)[..., 2], raw)
         assert heat.zmin == 0 and heat.zmax == pytest.approx(top) and heat.opacity == 0.4
         assert f"agreement with block14 {cams['block5'].agreement:.2f}" in text
-    figure, text = explorer.gradcam_figure(blanked(analysis, "block13"), "block13", 0.5)
+    blank = blanked(analysis, "block13")
     label = analysis.target_label
-    assert text.endswith(gradcam.blank_reason(label, "block13"))
-    assert figure.layout.annotations[0].text == f"No positive evidence for {label} here"
+    for scale in ("shared", "block"):  # a blank map has no scale of its own: the shared one
+        figure, text = explorer.gradcam_figure(blank, "block13", 0.5, scale)
+        assert text.endswith(gradcam.blank_reason(label, "block13"))
+        assert figure.layout.annotations[0].text == f"No positive evidence for {label} here"
+        assert figure.data[1].zmax == pytest.approx(max(c.peak for c in gradcam.block_cams(blank)))
 
 
 def test_bad_scale_or_block_is_an_analysis_error(explorer, analysis):

@@ -521,7 +521,7 @@ class Explorer:
             )
         low, high = attribution_limits(result.map, result.signed)
         cmap = "coolwarm" if result.signed else "inferno"
-        over = _blend(analysis.image, result.map, cmap, low, high, alpha)
+        over = _blend(analysis.image, result.map, cmap, low, high, alpha, fade=True)
         title = METHOD_TITLES[method].removesuffix(" (at the block)")
         title += f" at {block}" if method in LAYER_METHODS else ""
         figure = attribution_figures.attribution_figure(
@@ -651,13 +651,14 @@ def attribution_text(
     if result.signed:
         reading = (
             f"red: raises {label}'s score, blue: lowers it; the colours end at "
-            f"±{attribution_figures.number(high)} (99% of the values are within)"
+            f"±{attribution_figures.number(high)} (99% of the values are within) and fade into "
+            f"the photo towards 0"
         )
     else:
         reading = (
             f"brighter: {label}'s score is more sensitive to that pixel (no sign); the colours "
             f"run from {attribution_figures.number(low)} to {attribution_figures.number(high)} "
-            f"(98% of the values are within)"
+            f"(98% of the values are within) and fade into the photo towards the low end"
         )
     return (
         f"**{title}** for class **{label}**: {reading}. Hover the heatmap for exact values ({ran})."
@@ -681,12 +682,26 @@ def blank_attribution(
 
 
 def _blend(
-    image: np.ndarray, values: np.ndarray, cmap: str, low: float, high: float, alpha: float
+    image: np.ndarray,
+    values: np.ndarray,
+    cmap: str,
+    low: float,
+    high: float,
+    alpha: float,
+    fade: bool = False,
 ) -> Image.Image:
     """A map (S, S) coloured from ``low`` to ``high`` and laid over the image with opacity
-    ``alpha``; the colours take ``xviz.render``'s tables."""
+    ``alpha``; the colours take ``xviz.render``'s tables. ``fade``: the opacity shrinks with
+    the colour's distance from the neutral end (0 when signed, ``low`` otherwise), so that the
+    photo shows where the map says nothing."""
     coloured = render.enlarge(values, cmap=cmap, size=image.shape[0], vmin=low, vmax=high)
-    return Image.blend(Image.fromarray(image), coloured, alpha)
+    if not fade:
+        return Image.blend(Image.fromarray(image), coloured, alpha)
+    # Signed maps have a symmetric range: 0 is neutral; otherwise the low end is.
+    strength = np.abs(values) / high if low < 0 else (values - low) / (high - low)
+    weight = alpha * np.clip(strength, 0, 1)[..., None]  # (S, S, 1)
+    blended = image * (1 - weight) + np.asarray(coloured, dtype=np.float32) * weight
+    return Image.fromarray(np.rint(blended).astype(np.uint8))
 
 
 def _at_least(img: Image.Image, side: int, resample: int) -> Image.Image:

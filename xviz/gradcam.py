@@ -108,11 +108,12 @@ def block_cams(analysis: Analysis) -> list[BlockCam]:
 
 def color_limits(cams: list[BlockCam], scale: str) -> dict[str, float]:
     """The value each block's brightest colour stands for: the largest of all 14 maps
-    (``"shared"``) or of each map (``"block"``); 1 where that is 0, so that 0 stays dark."""
+    (``"shared"``) or of each map (``"block"``; a blank map takes the shared one), 1 when all
+    are blank, so that 0 stays the darkest colour."""
     if scale not in SCALES:
         raise AnalysisError(f"Unknown Grad-CAM scale {scale!r}: use one of {SCALES}.")
-    shared = max(cam.peak for cam in cams)
-    return {cam.block: (shared if scale == "shared" else cam.peak) or 1.0 for cam in cams}
+    shared = max(cam.peak for cam in cams) or 1.0
+    return {cam.block: shared if scale == "shared" else cam.peak or shared for cam in cams}
 
 
 def blank_reason(label: str, block: str) -> str:
