@@ -153,19 +153,19 @@ def test_cancel_keeps_the_last_attribution(browser, served_app, shots):
     page = browser.new_page(viewport={"width": 1280, "height": 800})
     _attributions_tab(page, url)
     _pick_method(page, "Saliency")
-    page.get_by_role("button", name="Compute").click()
+    page.get_by_role("button", name="Compute", exact=True).click()
     page.wait_for_selector("#attr-heatmap .js-plotly-plot", timeout=120_000)
     page.wait_for_selector("#attr-overlay img", timeout=30_000)
     before = _src(page, "#attr-overlay")
     text = page.locator("#attr-text").inner_text()
     assert "Saliency" in text
     alt = page.locator("#attr-overlay img").first.get_attribute("alt") or ""
-    assert alt.startswith("The last attribution computed")
+    assert alt.startswith("The attribution laid over the photo")
 
     _pick_method(page, "Integrated Gradients")
-    page.get_by_role("button", name="Compute").click()
+    page.get_by_role("button", name="Compute", exact=True).click()
     page.get_by_text("integrated_gradients:", exact=False).first.wait_for(timeout=60_000)
-    page.get_by_role("button", name="Cancel").click()
+    page.get_by_role("button", name="Cancel", exact=True).click()
     page.wait_for_function(
         "() => !document.body.innerText.includes('integrated_gradients:')", timeout=30_000
     )

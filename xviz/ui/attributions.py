@@ -111,8 +111,8 @@ def build(shared: Shared) -> Attributions:
             elem_id="attr-overlay",
             min_width=340,
             # The same for every result: the text above it says which method, class and colours.
-            alt_text="The last attribution computed, laid over the photo; the text above says "
-            "which method and class it shows and how to read its colours",
+            alt_text="The attribution laid over the photo; the text above says which method "
+            "and class it shows and how to read its colours",
         )
         heatmap = gr.Plot(label="Attribution, with values", elem_id="attr-heatmap", min_width=340)
 
