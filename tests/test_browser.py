@@ -252,7 +252,7 @@ def test_explore_every_tab(browser, served_app, shots):
     page.screenshot(path=str(shots / "3_attributions.png"), full_page=True)
 
     page.get_by_role("tab", name="Cost").click()
-    page.wait_for_selector(".js-plotly-plot", timeout=30_000)
+    page.locator(".js-plotly-plot:visible").first.wait_for(timeout=30_000)  # not the other tabs'
     assert page.locator(".js-plotly-plot").count() >= 3
     page.screenshot(path=str(shots / "4_cost.png"), full_page=True)
 
@@ -260,4 +260,86 @@ def test_explore_every_tab(browser, served_app, shots):
     page.get_by_role("button", name="Build zip").click()
     page.get_by_text(".zip", exact=False).first.wait_for(timeout=60_000)
     page.screenshot(path=str(shots / "5_export.png"), full_page=True)
+    page.close()
+
+
+def _attributions_tab(page, url: str) -> None:
+    """Open the app (its first screen analyses the coffee photo) and the Attributions tab."""
+    page.goto(url)
+    page.wait_for_function(
+        "() => document.querySelectorAll('#depthwise-grid img, #pointwise-grid img').length == 2",
+        timeout=LOAD_MS,
+    )
+    page.get_by_role("tab", name="Attributions").click()
+    page.wait_for_function(
+        "() => document.querySelectorAll('#gradcam-strip img').length >= 14", timeout=60_000
+    )
+    page.wait_for_selector("#gradcam-big .js-plotly-plot", timeout=30_000)
+
+
+def _pick_method(page, title: str) -> None:
+    page.locator("#attr-method input").click()
+    page.get_by_role("option", name=title, exact=True).click()
+
+
+def test_the_gradcam_strip_wraps_on_a_phone_and_every_image_says_what_it_shows(
+    browser, served_app, shots
+):
+    url, _ = served_app
+    page = browser.new_page(viewport={"width": 390, "height": 844})
+    _attributions_tab(page, url)
+    page.locator("#gradcam-strip").scroll_into_view_if_needed()
+    page.screenshot(path=str(shots / "attributions_phone.png"), full_page=True)
+    width, inner = page.evaluate("() => [document.documentElement.scrollWidth, window.innerWidth]")
+    assert width <= inner, f"the page scrolls sideways: {width} > {inner}"
+    # Thumbnails wrap into rows that fit, all inside the gallery, and their captions are not cut.
+    hidden = page.evaluate(
+        "() => { const box = document.querySelector('#gradcam-strip').getBoundingClientRect();"
+        " return [...document.querySelectorAll('#gradcam-strip .thumbnail-item')]"
+        ".filter((e) => e.getBoundingClientRect().bottom > box.bottom + 1).length; }"
+    )
+    assert hidden == 0
+    columns = page.evaluate(
+        "() => new Set([...document.querySelectorAll('#gradcam-strip .thumbnail-item')]"
+        ".map((e) => Math.round(e.getBoundingClientRect().left))).size"
+    )
+    assert 2 <= columns <= 3
+    cut = page.evaluate(
+        "() => [...document.querySelectorAll('#gradcam-strip .caption-label')]"
+        ".filter((e) => e.scrollWidth > e.clientWidth + 1).length"
+    )
+    assert cut == 0
+    alts = page.evaluate(
+        "() => [...document.querySelectorAll('#gradcam-strip img')].map((i) => i.alt)"
+    )
+    assert len(alts) == 14 and all(alt.startswith(f"block{i} · ") for i, alt in enumerate(alts, 1))
+    page.close()
+
+
+def test_cancel_keeps_the_last_attribution(browser, served_app, shots):
+    url, _ = served_app
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    _attributions_tab(page, url)
+    _pick_method(page, "Saliency")
+    page.get_by_role("button", name="Compute", exact=True).click()
+    page.wait_for_selector("#attr-heatmap .js-plotly-plot", timeout=120_000)
+    page.wait_for_selector("#attr-overlay img", timeout=30_000)
+    before = src(page, "#attr-overlay")
+    text = page.locator("#attr-text").inner_text()
+    assert "Saliency" in text
+    alt = page.locator("#attr-overlay img").first.get_attribute("alt") or ""
+    assert alt.startswith("The attribution laid over the photo")
+
+    _pick_method(page, "Integrated Gradients")
+    page.get_by_role("button", name="Compute", exact=True).click()
+    page.get_by_text("integrated_gradients:", exact=False).first.wait_for(timeout=60_000)
+    page.get_by_role("button", name="Cancel", exact=True).click()
+    page.wait_for_function(
+        "() => !document.body.innerText.includes('integrated_gradients:')", timeout=30_000
+    )
+    page.screenshot(path=str(shots / "attributions_after_cancel.png"), full_page=True)
+    assert src(page, "#attr-overlay") == before
+    assert page.locator("#attr-overlay img").first.is_visible()
+    assert page.locator("#attr-heatmap .js-plotly-plot").first.is_visible()
+    assert page.locator("#attr-text").inner_text() == text
     page.close()

@@ -135,11 +135,12 @@ def test_retarget_changes_the_gradcam_target(explorer, session):
 
 def test_attribution_returns_overlay_and_heatmap(explorer, session):
     seen = []
-    over, heat, text = explorer.attribution(
+    view = explorer.attribution(
         session, "saliency", "block5", progress=lambda f, m: seen.append(f), session_id="s1"
     )
-    assert over.size == heat.size == (ex.VIEW_SIZE, ex.VIEW_SIZE)
-    assert "Saliency" in text and seen and seen[-1] == pytest.approx(1.0)
+    assert view.overlay.size == (ex.VIEW_SIZE, ex.VIEW_SIZE)
+    assert view.figure.data[0].z.shape == (SIZE, SIZE)
+    assert "Saliency" in view.text and seen and seen[-1] == pytest.approx(1.0)
     assert hook_count(explorer.model) == 0
 
 
@@ -152,8 +153,29 @@ def test_cancelled_attribution_stops_and_the_next_one_runs(explorer, session):
             session, "integrated_gradients", "block5", progress=cancel_now, session_id="s2"
         )
     assert hook_count(explorer.model) == 0
-    over, _, _ = explorer.attribution(session, "saliency", "block5", session_id="s2")
-    assert over.size == (ex.VIEW_SIZE, ex.VIEW_SIZE)
+    view = explorer.attribution(session, "saliency", "block5", session_id="s2")
+    assert view.overlay.size == (ex.VIEW_SIZE, ex.VIEW_SIZE)
+
+
+def test_attribution_overlay_fades_into_the_photo_where_it_is_zero():
+    photo = np.random.default_rng(2).integers(0, 256, (8, 8, 3), dtype=np.uint8)
+    values = np.zeros((8, 8), dtype=np.float32)
+    values[:, 4:] = 2.0  # beyond the top of the colours (1): the full opacity
+    over = np.asarray(ex._blend(photo, values, "coolwarm", -1.0, 1.0, 0.6, fade=True))
+    np.testing.assert_array_equal(over[:, :4], photo[:, :4])
+    warm = get_lut("coolwarm")[-1].astype(np.float64)
+    assert np.abs(over[:, 4:] - (0.4 * photo[:, 4:] + 0.6 * warm)).max() <= 1.0
+
+
+def test_a_run_started_after_a_cancel_does_not_undo_it(explorer):
+    """The cancelled run polls its flag at its next batch; a run the same session starts
+    meanwhile gets a flag of its own instead of clearing the cancelled one."""
+    first = explorer.new_run("s3")
+    explorer.cancel("s3")
+    second = explorer.new_run("s3")
+    assert first.is_set() and not second.is_set()
+    explorer.cancel("s3")
+    assert second.is_set()
 
 
 def test_ablation_moves_the_prediction_and_restores_the_model(explorer, session):
@@ -204,8 +226,8 @@ def test_out_of_memory_in_an_attribution_is_a_clear_message_and_leaves_nothing(
         handle.remove()
     assert hook_count(explorer.model) == 0
     assert not any(p.grad is not None for p in explorer.model.parameters())
-    over, _, _ = explorer.attribution(session, "saliency", "block5", session_id="oom")
-    assert over.size == (ex.VIEW_SIZE, ex.VIEW_SIZE)
+    view = explorer.attribution(session, "saliency", "block5", session_id="oom")
+    assert view.overlay.size == (ex.VIEW_SIZE, ex.VIEW_SIZE)
 
 
 def test_compared_maps_share_one_colour_scale(explorer, session):

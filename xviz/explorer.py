@@ -23,9 +23,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import plotly.graph_objects as go
 from PIL import Image
 
-from xviz import render
+from xviz import attribution_figures, gradcam, render
 from xviz.ablation import Ablation, AblationResult, ablate
 from xviz.analysis import MAP_NAMES, Analysis, Map, class_labels, input_size
 from xviz.attribution import LAYER_METHODS, METHODS, Attribution, attribute
@@ -431,30 +432,93 @@ class Explorer:
     # --- attributions ----------------------------------------------------------------------
 
     def gradcam_strip(
-        self, analysis: Analysis, alpha: float = 0.5
+        self, analysis: Analysis, alpha: float = 0.5, scale: str = "shared"
     ) -> list[tuple[Image.Image, str]]:
-        """Grad-CAM of the target for all 14 blocks, entry to exit, over the image."""
-        return [self.gradcam_view(analysis, block, alpha) for block in analysis.gradcam]
+        """Grad-CAM of the target for all 14 blocks, entry to exit, over the image: one colour
+        scale for all (``scale="shared"``) or each block its own (``"block"``); with captions.
+        """
+        alpha = fraction(alpha, "The heatmap opacity")
+        cams = gradcam.block_cams(analysis)
+        limits = gradcam.color_limits(cams, scale)
+        tiles = [
+            _blend(analysis.image, c.values, "inferno", 0.0, limits[c.block], alpha) for c in cams
+        ]
+        return list(zip(tiles, [cam_caption(cam, scale) for cam in cams], strict=True))
 
-    def gradcam_view(
-        self, analysis: Analysis, block: str, alpha: float = 0.5
-    ) -> tuple[Image.Image, str]:
-        """One block's Grad-CAM over the image, and its caption."""
+    def gradcam_legend(self, analysis: Analysis, scale: str = "shared") -> tuple[str, str]:
+        """The strip's colourbar (HTML) and what its colours and captions mean (markdown)."""
+        cams = gradcam.block_cams(analysis)
+        limits = gradcam.color_limits(cams, scale)
+        shared = scale == "shared"
+        bar = attribution_figures.legend_html(
+            "inferno",
+            0.0 if shared else None,
+            limits[cams[0].block] if shared else None,
+            f"{gradcam.UNIT}, {'one scale for all 14 blocks' if shared else 'each block its own'}",
+        )
+        notes = [gradcam.SCALE_NOTES[scale], gradcam.AGREEMENT_NOTE]
+        blank = " and ".join(cam.block for cam in cams if cam.blank)
+        if blank:
+            notes.append(f"**Blank**: {gradcam.blank_reason(analysis.target_label, blank)}")
+        return bar, "\n\n".join(notes)
+
+    def gradcam_figure(
+        self,
+        analysis: Analysis,
+        block: str,
+        alpha: float = 0.5,
+        scale: str = "shared",
+        dark: bool = False,
+    ) -> tuple[go.Figure, str]:
+        """One block's Grad-CAM enlarged, at the block's own resolution, on the strip's colour
+        scale, with a value per position -> (figure, what it shows in markdown)."""
         alpha = fraction(alpha, "The heatmap opacity")
         if block not in analysis.gradcam:
             raise AnalysisError(f"Unknown block {short(block, 40)}: use 'block1' to 'block14'.")
-        return (
-            render.overlay(analysis.image, analysis.gradcam[block], cmap="inferno", alpha=alpha),
-            f"{block} ({BLOCKS[block].flow}) {cam_res(analysis, block)}",
+        cams = gradcam.block_cams(analysis)
+        cam = cams[list(analysis.gradcam).index(block)]
+        raw = analysis.gradcam_raw[block]  # (h, w), Captum's values
+        h, w = cam.shape
+        label = analysis.target_label
+        figure = attribution_figures.gradcam_figure(
+            analysis.image,
+            raw * np.float32(cam.positions),
+            raw,
+            gradcam.color_limits(cams, scale)[block],
+            alpha,
+            f"Grad-CAM of {label} at {block}",
+            gradcam.UNIT,
+            note=f"No positive evidence for {label} here" if cam.blank else None,
+            dark=dark,
+        )
+        head = f"**{block}** ({cam.flow} flow) for **{label}**: "
+        if cam.blank:
+            return figure, head + gradcam.blank_reason(label, block)
+        if block == gradcam.REFERENCE:
+            agrees = "the other blocks' agreement is measured against this map"
+        elif cam.agreement is None:
+            agrees = f"no agreement with {gradcam.REFERENCE} to measure: its map is blank"
+        else:
+            agrees = f"agreement with {gradcam.REFERENCE} {cam.agreement:.2f}"
+        return figure, (
+            f"{head}each square is one of the block's {h}x{w} positions (the strip shows the "
+            f"same map smoothed over the image); hover one for its value. Largest value "
+            f"{attribution_figures.number(cam.peak)} ({gradcam.UNIT}); {agrees}."
         )
 
-    def cancel_event(self, session_id: str) -> threading.Event:
+    def new_run(self, session_id: str) -> threading.Event:
+        """The cancel flag of a session's next run; :meth:`cancel` sets the latest one. A run
+        keeps its own flag, so one that starts after a cancel does not undo it."""
+        event = threading.Event()
         with self._cancel_lock:
-            event = self._cancel.setdefault(session_id, threading.Event())
+            self._cancel[session_id] = event
         return event
 
     def cancel(self, session_id: str) -> None:
-        self.cancel_event(session_id).set()
+        with self._cancel_lock:
+            event = self._cancel.get(session_id)
+        if event is not None:
+            event.set()
 
     def forget(self, session_id: str) -> None:
         """Release what a finished browser session held."""
@@ -469,14 +533,14 @@ class Explorer:
         alpha: float = 0.5,
         progress: Callable[[float, str], None] | None = None,
         session_id: str = "",
-    ) -> tuple[Image.Image, Image.Image, str]:
-        """An on-demand Captum attribution -> (overlay, heatmap, description)."""
+        dark: bool = False,
+    ) -> AttributionView:
+        """An on-demand Captum attribution: over the image, as a heatmap, and in words."""
         if method not in METHODS:
             raise AnalysisError(f"Unknown method {short(method, 40)}: use one of {METHODS}.")
         alpha = fraction(alpha, "The heatmap opacity")
         analysis = self.analysis(session)
-        event = self.cancel_event(session_id)
-        event.clear()
+        cancelled = self.new_run(session_id)
         with out_of_memory_guard(METHOD_TITLES[method]):
             result: Attribution = attribute(
                 self.model,
@@ -484,18 +548,24 @@ class Explorer:
                 method=method,
                 block=block if method in LAYER_METHODS else None,
                 progress=progress,
-                cancel=event.is_set,
+                cancel=cancelled.is_set,
             )
-        heat = render.heatmap(result.map, signed=result.signed)
-        over = render.overlay(analysis.image, result.map, alpha=alpha, signed=result.signed)
-        where = f" at {block}" if method in LAYER_METHODS else ""
-        text = (
-            f"**{METHOD_TITLES[method]}**{where} for class **{result.target_label}**: "
-            f"{'signed (red: for, blue: against)' if result.signed else 'magnitude'}, "
-            f"{result.elapsed_s:.1f} s. Parameters: {json.dumps(result.params)}"
+        low, high = attribution_limits(result.map, result.signed)
+        cmap = "coolwarm" if result.signed else "inferno"
+        over = _blend(analysis.image, result.map, cmap, low, high, alpha, fade=True)
+        title = METHOD_TITLES[method].removesuffix(" (at the block)")
+        title += f" at {block}" if method in LAYER_METHODS else ""
+        figure = attribution_figures.attribution_figure(
+            result.map,
+            low,
+            high,
+            result.signed,
+            f"{title} for {result.target_label}",
+            "attribution" if result.signed else "|gradient|",
+            dark,
         )
-        over = _at_least(over, VIEW_SIZE, Image.BILINEAR)
-        return over, heat.resize(over.size, Image.NEAREST), text
+        text = attribution_text(analysis, result, title, low, high)
+        return AttributionView(_at_least(over, VIEW_SIZE, Image.BILINEAR), figure, text)
 
     # --- ablations -------------------------------------------------------------------------
 
@@ -560,9 +630,108 @@ class Explorer:
         return path
 
 
-def cam_res(analysis: Analysis, block: str) -> str:
-    h, w = analysis.gradcam_raw[block].shape
-    return f"{h}x{w}"
+@dataclass(frozen=True)
+class AttributionView:
+    """An attribution as the app shows it: over the image (at least ``VIEW_SIZE`` wide), as a
+    heatmap figure with a colourbar and hover values, and what it shows in markdown."""
+
+    overlay: Image.Image
+    figure: go.Figure
+    text: str
+
+
+def cam_caption(cam: gradcam.BlockCam, scale: str) -> str:
+    """A strip caption: the block, its map's size, its agreement with block14 or that it is
+    blank, and with each block on its own scale the value of its brightest colour."""
+    h, w = cam.shape
+    parts = [cam.block, f"{h}x{w}"]
+    if cam.blank:
+        parts.append("blank: no positive evidence")
+    elif cam.block == gradcam.REFERENCE:
+        parts.append("the reference")
+    elif cam.agreement is not None:
+        parts.append(f"agreement {cam.agreement:.2f}")
+    if scale == "block" and not cam.blank:
+        parts.append(f"max {attribution_figures.number(cam.peak)}")
+    return " · ".join(parts)
+
+
+def attribution_limits(values: np.ndarray, signed: bool) -> tuple[float, float]:
+    """The values at the two ends of an attribution's colours: ±(99th percentile of |value|)
+    when signed, else the 1st and 99th percentiles, so that a few outliers do not wash out the
+    rest (as ``render.normalize(..., clip_percentile=99)``). A zero range becomes (-1, 1) or
+    (0, 1), so that a blank map takes the neutral colour."""
+    if signed:
+        high = float(np.percentile(np.abs(values), 99))
+        return (-high, high) if high > 0 else (-1.0, 1.0)
+    low, high = (float(v) for v in np.percentile(values, [1, 99]))
+    return (low, high) if high > low else (0.0, 1.0)
+
+
+def attribution_text(
+    analysis: Analysis, result: Attribution, title: str, low: float, high: float
+) -> str:
+    """What an attribution shows and how to read its colours (markdown); for a map that is
+    zero everywhere, why."""
+    label = result.target_label
+    ran = f"{result.elapsed_s:.1f} s, parameters {json.dumps(result.params)}"
+    if not result.map.any():
+        why = blank_attribution(analysis, result.method, result.block, title, label)
+        return f"{why} ({ran})"
+    if result.signed:
+        reading = (
+            f"red: raises {label}'s score, blue: lowers it; the colours end at "
+            f"±{attribution_figures.number(high)} (99% of the values are within) and fade into "
+            f"the photo towards 0"
+        )
+    else:
+        reading = (
+            f"brighter: {label}'s score is more sensitive to that pixel (no sign); the colours "
+            f"run from {attribution_figures.number(low)} to {attribution_figures.number(high)} "
+            f"(98% of the values are within) and fade into the photo towards the low end"
+        )
+    return (
+        f"**{title}** for class **{label}**: {reading}. Hover the heatmap for exact values ({ran})."
+    )
+
+
+def blank_attribution(
+    analysis: Analysis, method: str, block: str | None, title: str, label: str
+) -> str:
+    """Why an attribution is zero everywhere, in a sentence or two."""
+    if method == "guided_gradcam" and not (analysis.gradcam_raw[block] > 0).any():
+        usable = [b for b in analysis.gradcam if (analysis.gradcam_raw[b] > 0).any()]
+        hint = f" Pick a block whose Grad-CAM is not blank, e.g. {usable[-1]}." if usable else ""
+        return (
+            f"**{title} is 0 everywhere**: it is guided backpropagation times {block}'s "
+            f"Grad-CAM, and that is blank. {gradcam.blank_reason(label, block)}{hint}"
+        )
+    return (
+        f"**{title} is 0 everywhere**: by this method nothing in the image moves {label}'s score."
+    )
+
+
+def _blend(
+    image: np.ndarray,
+    values: np.ndarray,
+    cmap: str,
+    low: float,
+    high: float,
+    alpha: float,
+    fade: bool = False,
+) -> Image.Image:
+    """A map (S, S) coloured from ``low`` to ``high`` and laid over the image with opacity
+    ``alpha``; the colours take ``xviz.render``'s tables. ``fade``: the opacity shrinks with
+    the colour's distance from the neutral end (0 when signed, ``low`` otherwise), so that the
+    photo shows where the map says nothing."""
+    coloured = render.enlarge(values, cmap=cmap, size=image.shape[0], vmin=low, vmax=high)
+    if not fade:
+        return Image.blend(Image.fromarray(image), coloured, alpha)
+    # Signed maps have a symmetric range: 0 is neutral; otherwise the low end is.
+    strength = np.abs(values) / high if low < 0 else (values - low) / (high - low)
+    weight = alpha * np.clip(strength, 0, 1)[..., None]  # (S, S, 1)
+    blended = image * (1 - weight) + np.asarray(coloured, dtype=np.float32) * weight
+    return Image.fromarray(np.rint(blended).astype(np.uint8))
 
 
 def _at_least(img: Image.Image, side: int, resample: int) -> Image.Image:

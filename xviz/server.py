@@ -122,8 +122,8 @@ def launch_options() -> dict[str, Any]:
         "show_error": False,
         "allowed_paths": [],
         "share": False,
-        # The maps' grids, colourbars and the phone layout (xviz/ui/style.css).
-        "css_paths": [Path(__file__).resolve().parent / "ui" / "style.css"],
+        # The tabs' stylesheets (xviz/ui/*.css: maps, colourbars, phone layout), in order.
+        "css_paths": sorted(Path(__file__).with_name("ui").glob("*.css")),
         "app_kwargs": {"middleware": [Middleware(BodyLimit)]},
     }
 

@@ -1,7 +1,8 @@
-"""The Attributions tab: Grad-CAM of the target class at all 14 blocks, and Captum's input-level
+"""The Attributions tab: Grad-CAM of the target class at all 14 blocks on one colour scale (or
+each its own) with a score per block, one block enlarged with values, and Captum's input-level
 and block-level methods on demand, with progress and cancel.
 
-The Grad-CAM strip (14 overlays) is drawn only while this tab is open, or when it opens.
+The strip and the enlarged block are drawn only while this tab is open, or when it opens.
 """
 
 from __future__ import annotations
@@ -11,12 +12,21 @@ from dataclasses import dataclass
 import gradio as gr
 
 from xviz import explorer as ex
+from xviz.gradcam import REFERENCE, SCALES
 from xviz.model import BLOCKS
 from xviz.server import ui_errors
-from xviz.ui.shared import MODEL_EVENTS, Panel, Shared
+from xviz.ui.shared import MODEL_EVENTS, VIEW_EVENTS, Panel, Shared
 
 TAB = "attributions"
 BLOCK_NAMES = list(BLOCKS)
+SCALE_CHOICES = [("one scale for all blocks", SCALES[0]), ("each block its own", SCALES[1])]
+INTRO = (
+    "**Where does the network look for the target class?** Grad-CAM weighs each block's "
+    "channels by how much they raise the class's score and keeps where their sum is positive: "
+    "bright = evidence for the class. Entry-flow blocks see edges and textures at fine "
+    "resolution, the exit flow sees objects on a coarse grid. Click a block to enlarge it."
+)
+NOT_YET = "Press **Compute** to explain the target class in this image with the chosen method."
 
 
 @dataclass
@@ -26,73 +36,170 @@ class Attributions:
     method: gr.Dropdown
     block: gr.Dropdown
     overlay: gr.Image
-    heatmap: gr.Image
+    heatmap: gr.Plot
     text: gr.Markdown
 
 
 def build(shared: Shared) -> Attributions:
     explorer = shared.explorer
-    alpha = gr.Slider(0.1, 1.0, value=0.5, step=0.05, label="Heatmap opacity")
+    gr.Markdown(INTRO)
+    with gr.Row():
+        alpha = gr.Slider(
+            0.1,
+            1.0,
+            value=0.6,
+            step=0.05,
+            label="Heatmap opacity",
+            info="How strongly the colours cover the photo: 1 hides it, 0.1 barely tints it",
+        )
+        scale = gr.Radio(
+            SCALE_CHOICES,
+            value=SCALES[0],
+            label="Colour scale",
+            info="One scale: colours compare between blocks. Each its own: every map shows "
+            "its own detail",
+            elem_id="gradcam-scale",
+        )
     strip = gr.Gallery(
-        label="Grad-CAM of the target class, block 1 (entry) to block 14 (exit)",
+        label="Grad-CAM per block, block1 (entry) to block14 (exit)",
         columns=7,
         height="auto",
         format="png",
+        allow_preview=False,
         elem_id="gradcam-strip",
     )
+    legend = gr.HTML(elem_id="gradcam-legend")
+    notes = gr.Markdown(elem_classes="xviz-small")
+    chosen = gr.State(REFERENCE)
     with gr.Row():
-        big = gr.Image(label="Selected block", format="png", interactive=False)
-        big_text = gr.Markdown("Click a block above to enlarge it.")
+        # Side by side on a laptop, one above the other on a phone (a Row wraps below min_width).
+        big = gr.Plot(label="Selected block", elem_id="gradcam-big", min_width=340)
+        big_text = gr.Markdown(min_width=340)
+
+    gr.Markdown(
+        "**Input attributions**: which pixels (or, for the *at the block* methods, which "
+        "positions of a block) raise or lower the target class's score, computed by Captum "
+        "on demand (seconds to a minute)."
+    )
     with gr.Row():
         method = gr.Dropdown(
             [(t, m) for m, t in ex.METHOD_TITLES.items()],
             value="integrated_gradients",
-            label="Input-level method",
+            label="Method",
+            min_width=240,
+            info="Integrated Gradients: the classic, signed. Saliency: fastest, unsigned. "
+            "Occlusion: greys out patches. The 'at the block' ones explain a block's output",
+            elem_id="attr-method",
         )
-        block = gr.Dropdown(BLOCK_NAMES, value="block13", label="Block (for block methods)")
-        run_btn = gr.Button("Compute", variant="primary")
-        cancel_btn = gr.Button("Cancel", variant="stop")
-    text = gr.Markdown()
+        block = gr.Dropdown(
+            BLOCK_NAMES,
+            value=REFERENCE,
+            label="Block (for the 'at the block' methods)",
+            min_width=240,
+            info="Guided Grad-CAM here is zero where this block's Grad-CAM above is blank",
+            elem_id="attr-block",
+        )
+        with gr.Column(min_width=160):
+            run_btn = gr.Button("Compute", variant="primary")
+            cancel_btn = gr.Button("Cancel", variant="stop")
+    text = gr.Markdown(NOT_YET, elem_id="attr-text")
     with gr.Row():
-        overlay = gr.Image(label="Attribution over the image", format="png", interactive=False)
-        heatmap = gr.Image(label="Attribution", format="png", interactive=False)
+        overlay = gr.Image(
+            label="Attribution over the image",
+            format="png",
+            interactive=False,
+            elem_id="attr-overlay",
+            min_width=340,
+            # The same for every result: the text above it says which method, class and colours.
+            alt_text="The attribution laid over the photo; the text above says which method "
+            "and class it shows and how to read its colours",
+        )
+        heatmap = gr.Plot(label="Attribution, with values", elem_id="attr-heatmap", min_width=340)
 
-    def cams(session, alpha) -> tuple:
+    def tiles(a, alpha, scale) -> list[tuple[str, str]]:
+        return [
+            (shared.png(img), caption) for img, caption in explorer.gradcam_strip(a, alpha, scale)
+        ]
+
+    def cams(session, alpha, scale, block, dark) -> tuple:
+        """The strip, its legend and the enlarged block of a new analysis; the last
+        attribution (of another image or class) is cleared."""
         a = explorer.analysis(session)
-        return ([(shared.png(img), caption) for img, caption in explorer.gradcam_strip(a, alpha)],)
+        bar, text = explorer.gradcam_legend(a, scale)
+        figure, caption = explorer.gradcam_figure(a, block, alpha, scale, dark)
+        return tiles(a, alpha, scale), bar, text, figure, caption, None, None, NOT_YET
 
-    shared.panels.append(Panel(cams, [alpha], [strip], tab=TAB, on_retarget=True))
+    shared.panels.append(
+        Panel(
+            cams,
+            [alpha, scale, chosen, shared.dark],
+            [strip, legend, notes, big, big_text, overlay, heatmap, text],
+            tab=TAB,
+            on_retarget=True,
+        )
+    )
 
     @ui_errors
-    def enlarge(session, alpha, evt: gr.SelectData):
+    def enlarge(session, alpha, scale, dark, evt: gr.SelectData):
         a = explorer.analysis(session)
-        chosen = BLOCK_NAMES[evt.index]
-        img, caption = explorer.gradcam_view(a, chosen, alpha)  # only the one clicked
-        return shared.png(img), f"Grad-CAM at **{chosen}** for **{a.target_label}**: {caption}"
+        chosen_block = BLOCK_NAMES[evt.index]
+        figure, caption = explorer.gradcam_figure(a, chosen_block, alpha, scale, dark)
+        return chosen_block, figure, caption
 
-    strip.select(enlarge, [shared.session, alpha], [big, big_text], api_name=False)
+    strip.select(
+        enlarge,
+        [shared.session, alpha, scale, shared.dark],
+        [chosen, big, big_text],
+        api_name=False,
+        **VIEW_EVENTS,
+    )
 
     @ui_errors
-    def restyle(session, alpha):
-        return gr.skip() if session is None else cams(session, alpha)[0]
+    def restyle(session, alpha, scale, block, dark):
+        """The strip and the enlarged block in a new opacity or colour scale."""
+        if session is None:
+            return (gr.skip(),) * 5
+        a = explorer.analysis(session)
+        return (
+            tiles(a, alpha, scale),
+            *explorer.gradcam_legend(a, scale),
+            explorer.gradcam_figure(a, block, alpha, scale, dark)[0],
+            gr.skip(),
+        )
 
-    alpha.release(restyle, [shared.session, alpha], strip, api_name=False)
+    gr.on(
+        [alpha.release, scale.change],
+        restyle,
+        [shared.session, alpha, scale, chosen, shared.dark],
+        [strip, legend, notes, big, big_text],
+        api_name=False,
+        **VIEW_EVENTS,
+    )
 
     @ui_errors
-    def run(session, method, chosen, alpha, request: gr.Request, progress=gr.Progress()):  # noqa: B008
-        over, heat, description = explorer.attribution(
+    def run(
+        session,
+        method,
+        chosen_block,
+        alpha,
+        dark,
+        request: gr.Request,
+        progress=gr.Progress(),  # noqa: B008
+    ):
+        view = explorer.attribution(
             session,
             method,
-            chosen,
+            chosen_block,
             alpha,
             progress=lambda f, msg: progress(f, desc=msg),
             session_id=request.session_hash if request else "",
+            dark=dark,
         )
-        return shared.png(over), shared.png(heat), description
+        return shared.png(view.overlay), view.figure, view.text
 
     running = run_btn.click(
         run,
-        [shared.session, method, block, alpha],
+        [shared.session, method, block, alpha, shared.dark],
         [overlay, heatmap, text],
         api_name="attribute",
         **MODEL_EVENTS,
@@ -100,7 +207,7 @@ def build(shared: Shared) -> Attributions:
 
     def cancel(request: gr.Request) -> None:
         explorer.cancel(request.session_hash if request else "")
-        gr.Info("Cancelling the attribution.")
+        gr.Info("Cancelled: the last result stays.")
 
     cancel_btn.click(cancel, None, None, cancels=[running], api_name=False, queue=False)
     return Attributions(alpha, strip, method, block, overlay, heatmap, text)
