@@ -14,6 +14,7 @@ from xviz.devices import resolve_device
 from xviz.explorer import Explorer
 from xviz.model import Xception
 from xviz.preprocess import MAX_FILE_BYTES, MAX_PIXELS
+from xviz.warmup import start_warm_up
 from xviz.weights import load_model
 
 # Pending requests beyond this are refused with Gradio's "queue is full" message.
@@ -45,6 +46,7 @@ def make_explorer(
 ) -> Explorer:
     """Load the weights (``XVIZ_WEIGHTS`` / auto) on the device and wrap them for the app."""
     model = load_model(weights or "auto", device=device or "auto")
+    start_warm_up(model)  # on a GPU: every shape the app runs, once, in a daemon thread
     return Explorer(model, cache_mb=cache_mb, max_age_s=RETENTION_S)
 
 
