@@ -11,6 +11,7 @@ from torch import nn
 
 from tests.device_traffic import DeviceTraffic
 from xviz.analysis import MAP_NAMES, analyze, to_map
+from xviz.attribution import attribute
 from xviz.inference import predict
 
 SIZE = 71
@@ -82,4 +83,15 @@ def test_to_map_is_one_transfer_per_buffer(model):
 def test_predict_reads_the_probabilities_once(model, image):
     with DeviceTraffic(model) as traffic:
         predict(model, image, size=SIZE)
+    assert traffic.numpy_on_device == 0 and traffic.transfers == 1, traffic.where
+
+
+@pytest.mark.parametrize(
+    ("method", "params"),
+    [("saliency", {}), ("layer_conductance", {"block": "block4", "n_steps": 2})],
+)
+def test_an_attribution_reads_its_result_once(model, image, method, params):
+    analysis = analyze(model, image, size=SIZE)
+    with DeviceTraffic(model) as traffic:
+        attribute(model, analysis, method=method, **params)
     assert traffic.numpy_on_device == 0 and traffic.transfers == 1, traffic.where
