@@ -340,49 +340,20 @@ def top_predictions(probabilities: np.ndarray, labels: list[str], k: int) -> lis
     return [Prediction(labels[i], float(probabilities[i]), int(i)) for i in order]
 
 
-# The rows of the (6, C) statistics a map is compacted with, named as Map's fields.
+# The rows of a map's (6, C) statistics, named as Map's fields.
 STATISTICS: tuple[str, ...] = ("low", "quantization_step", "mean", "max", "min", "positive")
 STORAGE_DTYPES: dict[str, torch.dtype] = {"uint8": torch.uint8, "float16": torch.float16}
-
-
-def compact(tensor: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-    """Write a (C, H, W) float tensor compactly into ``out`` and return its statistics.
-
-    ``out`` (C, H, W) uint8 receives per-channel affine codes, float16 the values. Returns
-    (6, C) float32, rows as :data:`STATISTICS`, on the tensor's device. Queues device work
-    only: nothing here waits for the device or reads a value back.
-    """
-    values = tensor.detach().float()
-    channels = values.shape[0]
-    if out.shape != values.shape:
-        raise ValueError(f"compact: {tuple(values.shape)} values into {tuple(out.shape)}")
-    flat = values.reshape(channels, -1)  # (C, H*W)
-    low, high = torch.aminmax(flat, dim=1)
-    mean = flat.mean(dim=1)
-    positive = (flat > 0).sum(dim=1, dtype=torch.float32) / flat.shape[1]
-    if out.dtype == torch.uint8:
-        step = (high - low) / 255
-        inverse = torch.where(step > 0, step.reciprocal(), 0.0)
-        # code = round((v - low) / step), as v * inverse + (0.5 - low * inverse) truncated
-        # (copy_ into uint8 truncates, as .to(torch.uint8) does).
-        offset = (0.5 - low * inverse).unsqueeze(1)
-        out.reshape(channels, -1).copy_(torch.addcmul(offset, flat, inverse.unsqueeze(1)))
-        stored_low = low
-    else:
-        out.copy_(values)
-        # Twice float16's largest rounding error for the channel's largest magnitude.
-        step = torch.maximum(high.abs(), low.abs()) * 2.0**-10
-        stored_low = torch.zeros_like(low)
-    return torch.stack([stored_low, step, mean, high, low, positive])
 
 
 class MapArena:
     """The maps of one run, compacted on the model's device into one buffer, then brought to
     the host with two copies (values; statistics and any other float32 tensors).
 
-    On a GPU each read-back makes the host wait for the device; one per map and statistic
-    was most of an analysis' time. Each map's slot is laid out channels-last, as the model's
-    activations are, so filling it is a straight copy; on the host it is a (C, H, W) view.
+    On a GPU each read-back makes the host wait for the device, and each kernel launch costs
+    more than the work of a small one: so nothing is read back before :meth:`to_host`, and
+    the arithmetic on per-channel statistics runs once on all maps' channels together. Each
+    map's slot is laid out channels-last, as the model's activations are, so filling it is a
+    straight copy; on the host it is a (C, H, W) view.
     """
 
     def __init__(
@@ -398,13 +369,50 @@ class MapArena:
             self._slots[name] = (total, (c, h, w))
             total += c * h * w
         self.buffer = like.new_empty(total, dtype=STORAGE_DTYPES[storage])
-        self.statistics: dict[str, torch.Tensor] = {}
+        self.statistics: torch.Tensor | None = None  # (6, channels of all maps) float32
 
-    def compact(self, name: str, tensor: torch.Tensor) -> None:
-        """Compact map ``name`` (C, H, W) into its slot (device work only)."""
+    def _slot(self, name: str) -> torch.Tensor:
         start, (c, h, w) = self._slots[name]
-        slot = self.buffer[start : start + c * h * w].view(h, w, c).permute(2, 0, 1)
-        self.statistics[name] = compact(tensor, slot)
+        return self.buffer[start : start + c * h * w].view(h, w, c).permute(2, 0, 1)
+
+    def fill(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Compact every map of ``shapes``, given as (C, H, W) float tensors: float32
+        statistics, and per-channel affine uint8 codes or float16 values in its slot.
+
+        Device work only: nothing here waits for the device or reads a value back.
+        """
+        if list(tensors) != list(self._slots):
+            raise ValueError("MapArena.fill takes the maps it was made for, in that order")
+        flats = [t.detach().float().flatten(1) for t in tensors.values()]  # (C, H*W) each
+        lows, highs, means, positives = [], [], [], []
+        for flat in flats:
+            low, high = torch.aminmax(flat, dim=1)
+            lows.append(low)
+            highs.append(high)
+            means.append(flat.mean(dim=1))
+            positives.append((flat > 0).sum(dim=1, dtype=torch.float32) / flat.shape[1])
+        low, high = torch.cat(lows), torch.cat(highs)  # (channels of all maps,)
+        if self.buffer.dtype == torch.uint8:
+            step = (high - low) / 255
+            inverse = torch.where(step > 0, step.reciprocal(), 0.0)
+            # code = round((v - low) / step), as v * inverse + (0.5 - low * inverse) truncated
+            # (copy_ into uint8 truncates, as .to(torch.uint8) does).
+            offset = 0.5 - low * inverse
+            counts = [flat.shape[0] for flat in flats]
+            parts = zip(flats, inverse.split(counts), offset.split(counts), strict=True)
+            for name, (flat, inv, off) in zip(tensors, parts, strict=True):
+                codes = torch.addcmul(off.unsqueeze(1), flat, inv.unsqueeze(1))
+                self._slot(name).flatten(1).copy_(codes)
+            stored_low = low
+        else:
+            for name, tensor in tensors.items():
+                self._slot(name).copy_(tensor.detach())
+            # Twice float16's largest rounding error for the channel's largest magnitude.
+            step = torch.maximum(high.abs(), low.abs()) * 2.0**-10
+            stored_low = torch.zeros_like(low)
+        self.statistics = torch.stack(
+            [stored_low, step, torch.cat(means), high, low, torch.cat(positives)]
+        )
 
     def to_host(
         self, floats: dict[str, list[torch.Tensor]] | None = None
@@ -414,19 +422,20 @@ class MapArena:
         Raises:
             AnalysisError: a map has NaN or infinite values (the first one is named).
         """
-        names = list(self.statistics)
-        host = to_host({"statistics": list(self.statistics.values()), **(floats or {})})
-        statistics = dict(zip(names, host.pop("statistics"), strict=True))
-        for name, stats in statistics.items():
-            if not np.isfinite(stats[3:5]).all():  # max and min
-                raise AnalysisError(f"The activations of {name} are not finite (NaN or infinity).")
+        if self.statistics is None:
+            raise ValueError("MapArena.to_host before fill")
+        host = to_host({"statistics": [self.statistics], **(floats or {})})
+        statistics = host.pop("statistics")[0]  # (6, channels of all maps)
         values = self.buffer.cpu().numpy()
         values.flags.writeable = False  # views taken after this are read-only too
-        maps = {}
-        for name in names:
-            start, (c, h, w) = self._slots[name]
+        maps, channel = {}, 0
+        for name, (start, (c, h, w)) in self._slots.items():
+            stats = statistics[:, channel : channel + c]
+            channel += c
+            if not np.isfinite(stats[3:5]).all():  # max and min
+                raise AnalysisError(f"The activations of {name} are not finite (NaN or infinity).")
             data = values[start : start + c * h * w].reshape(h, w, c).transpose(2, 0, 1)
-            rows = dict(zip(STATISTICS, statistics[name], strict=True))
+            rows = dict(zip(STATISTICS, stats, strict=True))
             maps[name] = Map(name, map_kind(name), data, **rows)
         return maps, host
 
@@ -450,7 +459,7 @@ def to_host(tensors: dict[str, list[torch.Tensor]]) -> dict[str, list[np.ndarray
 def to_map(name: str, tensor: torch.Tensor, storage: Storage = "uint8") -> Map:
     """(C, H, W) float tensor -> :class:`Map` on the host: float32 statistics, compact values."""
     arena = MapArena({name: tuple(tensor.shape)}, storage, tensor)
-    arena.compact(name, tensor)
+    arena.fill({name: tensor})
     maps, _ = arena.to_host()
     return maps[name]
 
@@ -527,11 +536,11 @@ def analyze(
             logits = model(x.requires_grad_(True))[0]  # (classes,)
         # Compacted once the forward pass is done, when every map's shape is known: all of
         # them go into one buffer, so they reach the host in one copy.
-        shapes = {name: tuple(output.shape[1:]) for name, output in captured.outputs.items()}
-        arena = MapArena(shapes, storage, logits)
+        outputs = {name: output[0] for name, output in captured.outputs.items()}
+        arena = MapArena({name: tuple(t.shape) for name, t in outputs.items()}, storage, logits)
         with torch.no_grad():
-            for name, output in captured.outputs.items():
-                arena.compact(name, output[0])
+            arena.fill(outputs)
+        del outputs
         captured.outputs.clear()
         floats: dict[str, list[torch.Tensor]] = {}
         if index is None:
