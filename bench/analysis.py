@@ -2,7 +2,7 @@
 
     python bench/analysis.py [--device cpu|cuda] [--sizes 299 150] [--repeats 5]
                              [--batches 64 256] [--after-warm-up | --no-after-warm-up]
-                             [--table-only]
+                             [--clock wall|cpu] [--table-only]
 
 1. The GPU issue's table, one column per input size (a markdown table): plain forward
    (inference), forward + backward, ``analyze`` and its ratio to forward + backward (goal
@@ -17,10 +17,11 @@
    one analysis, rendering one 64-tile page, one ablation, IntegratedGradients' peak memory.
 
 Timed variants run in turn, in rotating order, in one process, on the same input; medians are
-shown. On CUDA every timer stops after ``torch.cuda.synchronize()``. Random weights (seeded):
-the timings do not depend on the weights' values. The device is resolved by
-``xviz.devices.resolve_device``, so CUDA runs with xviz's default float32 precision (TF32
-off unless ``XVIZ_TF32=1``); the header says which.
+shown. On CUDA every timer stops after ``torch.cuda.synchronize()``. On a CPU shared with other
+jobs, ``OMP_NUM_THREADS=1 ... --clock cpu`` times this process' CPU time instead of the wall.
+Random weights (seeded): the timings do not depend on the weights' values. The device is
+resolved by ``xviz.devices.resolve_device``, so CUDA runs with xviz's default float32
+precision (TF32 off unless ``XVIZ_TF32=1``); the header says which.
 """
 
 from __future__ import annotations
@@ -70,12 +71,18 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+# Wall-clock by default; --clock cpu (CPU only) counts this process' CPU time instead, which
+# a machine shared with other jobs disturbs far less (run it with OMP_NUM_THREADS=1).
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+clock = CLOCKS["wall"]
+
+
 def timeit(fn: Callable[[], object], device: torch.device) -> float:
     sync(device)
-    started = time.perf_counter()
+    started = clock()
     fn()
     sync(device)
-    return time.perf_counter() - started
+    return clock() - started
 
 
 def interleaved(
@@ -163,7 +170,7 @@ def child_after_warm_up(args: argparse.Namespace) -> dict | None:
     """Run this script as a fresh process that warms up, then times the first calls (None,
     with its error printed, if it fails: the rest of the table still comes out)."""
     command = [sys.executable, __file__, "--device", args.device, "--child-after-warm-up"]
-    command += ["--sizes", *map(str, args.sizes)]
+    command += ["--sizes", *map(str, args.sizes), "--clock", args.clock]
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
         print(f"(the warm-up child failed with status {done.returncode}:\n{done.stderr[-2000:]})")
@@ -437,19 +444,25 @@ def main() -> None:
         action=argparse.BooleanOptionalAction,
         help="time first calls in a fresh process after warm_up (default: on CUDA only)",
     )
+    parser.add_argument("--clock", choices=tuple(CLOCKS), default="wall")
     parser.add_argument("--table-only", action="store_true")
     parser.add_argument("--child-after-warm-up", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    global clock
+    clock = CLOCKS[args.clock]
     if args.child_after_warm_up:
         run_child(args)
         return
     device = resolve_device(args.device)
+    if args.clock == "cpu" and device.type != "cpu":
+        parser.error("--clock cpu measures the host's work: use it with --device cpu")
     if args.after_warm_up is None:
         args.after_warm_up = device.type == "cuda"
     model = make_model(device)
     print(
         f"torch {torch.__version__} on {device} ({describe(device)}); coffee example; "
-        f"medians of {args.repeats} interleaved rounds after one warm-up round\n"
+        f"medians of {args.repeats} interleaved rounds after one warm-up round; "
+        f"{args.clock} clock\n"
     )
     issue_table(model, device, args)
     if not args.table_only:
