@@ -7,10 +7,13 @@ Conductance 2.8 s and 0.10 s. :func:`warm_up` runs, at every input side the app 
 analysis, one prediction and one call of each attribution method with the app's default
 settings (so with the batch shapes a click runs), on a mid-grey image.
 
-On the CPU it does nothing: there the first call costs about what the second does (measured
-with one thread at 150x150: analyze 0.29 s / 0.22 s, Integrated Gradients 2.25 s / 2.21 s),
-and warming every method at every size would keep a small server's cores busy for a minute or
-two while its first user waits.
+On the CPU it does nothing. There a first call costs what the second does at 150x150 and
+10-30% more at 299x299 (CPU time, one thread, Integrated Gradients: 8 steps 4.6 s / 4.1 s, of
+which 0.79 s / 0.44 s in the kernel for 408k / 181k page faults: fresh memory, which the server
+gives back to the system after cache evictions anyway; 32 steps 20.4 s / 15.9 s on a busy
+machine). And warming every method at every size would keep a small server's cores busy for
+minutes while a first click waits for whichever warm-up run holds the model (occlusion at 299
+alone takes about 15 s there).
 """
 
 from __future__ import annotations
