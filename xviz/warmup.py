@@ -7,13 +7,13 @@ Conductance 2.8 s and 0.10 s. :func:`warm_up` runs, at every input side the app 
 analysis, one prediction and one call of each attribution method with the app's default
 settings (so with the batch shapes a click runs), on a mid-grey image.
 
-On the CPU it does nothing. There a first call costs what the second does at 150x150 and
-10-30% more at 299x299 (CPU time, one thread, Integrated Gradients: 8 steps 4.6 s / 4.1 s, of
-which 0.79 s / 0.44 s in the kernel for 408k / 181k page faults: fresh memory, which the server
-gives back to the system after cache evictions anyway; 32 steps 20.4 s / 15.9 s on a busy
-machine). And warming every method at every size would keep a small server's cores busy for
-minutes while a first click waits for whichever warm-up run holds the model (occlusion at 299
-alone takes about 15 s there).
+On the CPU it does nothing: there it costs more than it saves. With one thread, warming all
+seven methods at 299 and 150 took 63 s of CPU time; after it the first Integrated Gradients
+(32 steps) at 299 took 19.0 s, against 20.4 s without warm-up and 15.9 s warm, and at 150
+first and warm calls cost the same (bench/analysis.py --clock cpu). The first call's extra is
+mostly page faults on fresh memory (8 steps: 408k against 181k), which the server gives back
+to the system after cache evictions anyway. Meanwhile a first click would wait for whichever
+warm-up run holds the model.
 """
 
 from __future__ import annotations
