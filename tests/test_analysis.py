@@ -97,6 +97,15 @@ def test_names_and_shapes_match_the_reference_at_150(analysis):
     assert analysis.image.shape == (SIZE, SIZE, 3) and analysis.image.dtype == np.uint8
 
 
+def test_every_array_is_read_only(analysis):
+    arrays = [analysis.image, analysis.logits, analysis.probabilities]
+    arrays += [*analysis.gradcam.values(), *analysis.gradcam_raw.values()]
+    arrays += [a for pair in analysis.bn_affine.values() for a in pair]
+    for m in analysis.maps.values():
+        arrays += [m.data, m.low, m.quantization_step, m.mean, m.max, m.min, m.positive]
+    assert not any(a.flags.writeable for a in arrays)
+
+
 def test_shapes_and_storage_at_299(model):
     x = torch.rand(1, 3, 299, 299, generator=torch.Generator().manual_seed(1)) * 2 - 1
     a = analyze(model, x)

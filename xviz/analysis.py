@@ -9,8 +9,14 @@ One forward pass with hooks records, for the image:
 - the logits, and from one backward pass the Grad-CAM of all 14 blocks for the target class.
 
 Each captured tensor becomes a :class:`Map`: per-channel statistics (mean, max, min, fraction
-of positive pixels) computed in float32, then the values stored compactly on the CPU as
-per-channel affine uint8 codes (or float16). A 299x299 analysis takes about 46 MB.
+of positive pixels) computed in float32, then the values stored compactly as per-channel
+affine uint8 codes (or float16). A 299x299 analysis takes about 46 MB on the host.
+
+Everything is computed on the model's device and nothing is read back until the forward and
+backward passes are queued; then two copies bring the results to the host (one of float32
+statistics, logits and Grad-CAMs, one of codes). On a GPU every read-back makes the host wait
+for the device: one per map and statistic (~880 per analysis) made an analysis cost 6.6x a
+forward+backward on an H200.
 
 Map names: ``"block5_sepconv1.depthwise"``, ``"block5_sepconv1.pointwise"``,
 ``"block1_conv1"``, ``"block2_residual"``, ``"block5"`` (see :data:`MAP_NAMES`).
@@ -334,45 +340,128 @@ def top_predictions(probabilities: np.ndarray, labels: list[str], k: int) -> lis
     return [Prediction(labels[i], float(probabilities[i]), int(i)) for i in order]
 
 
+# The rows of a map's (6, C) statistics, named as Map's fields.
+STATISTICS: tuple[str, ...] = ("low", "quantization_step", "mean", "max", "min", "positive")
+STORAGE_DTYPES: dict[str, torch.dtype] = {"uint8": torch.uint8, "float16": torch.float16}
+
+
+class MapArena:
+    """The maps of one run, compacted on the model's device into one buffer, then brought to
+    the host with two copies (values; statistics and any other float32 tensors).
+
+    On a GPU each read-back makes the host wait for the device, and each kernel launch costs
+    more than the work of a small one: so nothing is read back before :meth:`to_host`, and
+    the arithmetic on per-channel statistics runs once on all maps' channels together. Each
+    map's slot is laid out channels-last, as the model's activations are, so filling it is a
+    straight copy; on the host it is a (C, H, W) view.
+    """
+
+    def __init__(
+        self, shapes: dict[str, tuple[int, ...]], storage: Storage, like: torch.Tensor
+    ) -> None:
+        """``shapes``: map name -> (C, H, W); the buffer is made on ``like``'s device."""
+        if storage not in STORAGES:
+            raise AnalysisError(f"Unknown storage {storage!r}: use one of {STORAGES}.")
+        self._slots: dict[str, tuple[int, tuple[int, int, int]]] = {}
+        total = 0
+        for name, shape in shapes.items():
+            c, h, w = shape
+            self._slots[name] = (total, (c, h, w))
+            total += c * h * w
+        self.buffer = like.new_empty(total, dtype=STORAGE_DTYPES[storage])
+        self.statistics: torch.Tensor | None = None  # (6, channels of all maps) float32
+
+    def _slot(self, name: str) -> torch.Tensor:
+        start, (c, h, w) = self._slots[name]
+        return self.buffer[start : start + c * h * w].view(h, w, c).permute(2, 0, 1)
+
+    def fill(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Compact every map of ``shapes``, given as (C, H, W) float tensors: float32
+        statistics, and per-channel affine uint8 codes or float16 values in its slot.
+
+        Device work only: nothing here waits for the device or reads a value back.
+        """
+        if list(tensors) != list(self._slots):
+            raise ValueError("MapArena.fill takes the maps it was made for, in that order")
+        flats = [t.detach().float().flatten(1) for t in tensors.values()]  # (C, H*W) each
+        lows, highs, means, positives = [], [], [], []
+        for flat in flats:
+            low, high = torch.aminmax(flat, dim=1)
+            lows.append(low)
+            highs.append(high)
+            means.append(flat.mean(dim=1))
+            positives.append((flat > 0).sum(dim=1, dtype=torch.float32) / flat.shape[1])
+        low, high = torch.cat(lows), torch.cat(highs)  # (channels of all maps,)
+        if self.buffer.dtype == torch.uint8:
+            step = (high - low) / 255
+            inverse = torch.where(step > 0, step.reciprocal(), 0.0)
+            # code = round((v - low) / step), as v * inverse + (0.5 - low * inverse) truncated
+            # (copy_ into uint8 truncates, as .to(torch.uint8) does).
+            offset = 0.5 - low * inverse
+            counts = [flat.shape[0] for flat in flats]
+            parts = zip(flats, inverse.split(counts), offset.split(counts), strict=True)
+            for name, (flat, inv, off) in zip(tensors, parts, strict=True):
+                codes = torch.addcmul(off.unsqueeze(1), flat, inv.unsqueeze(1))
+                self._slot(name).flatten(1).copy_(codes)
+            stored_low = low
+        else:
+            for name, tensor in tensors.items():
+                self._slot(name).copy_(tensor.detach())
+            # Twice float16's largest rounding error for the channel's largest magnitude.
+            step = torch.maximum(high.abs(), low.abs()) * 2.0**-10
+            stored_low = torch.zeros_like(low)
+        self.statistics = torch.stack(
+            [stored_low, step, torch.cat(means), high, low, torch.cat(positives)]
+        )
+
+    def to_host(
+        self, floats: dict[str, list[torch.Tensor]] | None = None
+    ) -> tuple[dict[str, Map], dict[str, list[np.ndarray]]]:
+        """Every map as a host :class:`Map`, and ``floats`` (float32 tensors) as host arrays.
+
+        Raises:
+            AnalysisError: a map has NaN or infinite values (the first one is named).
+        """
+        if self.statistics is None:
+            raise ValueError("MapArena.to_host before fill")
+        host = to_host({"statistics": [self.statistics], **(floats or {})})
+        statistics = host.pop("statistics")[0]  # (6, channels of all maps)
+        values = self.buffer.cpu().numpy()
+        values.flags.writeable = False  # views taken after this are read-only too
+        maps, channel = {}, 0
+        for name, (start, (c, h, w)) in self._slots.items():
+            stats = statistics[:, channel : channel + c]
+            channel += c
+            if not np.isfinite(stats[3:5]).all():  # max and min
+                raise AnalysisError(f"The activations of {name} are not finite (NaN or infinity).")
+            data = values[start : start + c * h * w].reshape(h, w, c).transpose(2, 0, 1)
+            rows = dict(zip(STATISTICS, stats, strict=True))
+            maps[name] = Map(name, map_kind(name), data, **rows)
+        return maps, host
+
+
+def to_host(tensors: dict[str, list[torch.Tensor]]) -> dict[str, list[np.ndarray]]:
+    """Tensors of one dtype on one device -> read-only host arrays of the same shapes, by one
+    device-to-host copy (views of one buffer, in the order given)."""
+    parts = [t.detach().reshape(-1) for group in tensors.values() for t in group]
+    flat = torch.cat(parts).cpu().numpy()
+    flat.flags.writeable = False
+    out: dict[str, list[np.ndarray]] = {}
+    start = 0
+    for key, group in tensors.items():
+        out[key] = []
+        for t in group:
+            out[key].append(flat[start : start + t.numel()].reshape(t.shape))
+            start += t.numel()
+    return out
+
+
 def to_map(name: str, tensor: torch.Tensor, storage: Storage = "uint8") -> Map:
-    """(C, H, W) float tensor -> :class:`Map` on the CPU: float32 statistics, compact values."""
-    values = tensor.detach().float()
-    channels = values.shape[0]
-    flat = values.reshape(channels, -1)  # (C, H*W)
-    low, high = torch.aminmax(flat, dim=1)
-    if not (torch.isfinite(low).all() and torch.isfinite(high).all()):
-        raise AnalysisError(f"The activations of {name} are not finite (NaN or infinity).")
-    mean = flat.mean(dim=1)
-    positive = (flat > 0).sum(dim=1, dtype=torch.float32) / flat.shape[1]
-    if storage == "uint8":
-        step = (high - low) / 255
-        inverse = torch.where(step > 0, 1 / step, torch.zeros_like(step))
-        # code = round((v - low) / step), as v * inverse + (0.5 - low * inverse) truncated.
-        offset = (0.5 - low * inverse).unsqueeze(1)
-        codes = torch.addcmul(offset, flat, inverse.unsqueeze(1)).to(torch.uint8)
-        data, stored_low = codes.reshape(values.shape), low
-    elif storage == "float16":
-        data = values.half().contiguous()
-        # Twice float16's largest rounding error for the channel's largest magnitude.
-        step = torch.maximum(high.abs(), low.abs()) * 2.0**-10
-        stored_low = torch.zeros_like(low)
-    else:
-        raise AnalysisError(f"Unknown storage {storage!r}: use one of {STORAGES}.")
-
-    def cpu(t: torch.Tensor) -> np.ndarray:
-        return _read_only(t.cpu().numpy())
-
-    return Map(
-        name=name,
-        kind=map_kind(name),
-        data=cpu(data),
-        low=cpu(stored_low),
-        quantization_step=cpu(step),
-        mean=cpu(mean),
-        max=cpu(high),
-        min=cpu(low),
-        positive=cpu(positive),
-    )
+    """(C, H, W) float tensor -> :class:`Map` on the host: float32 statistics, compact values."""
+    arena = MapArena({name: tuple(tensor.shape)}, storage, tensor)
+    arena.fill({name: tensor})
+    maps, _ = arena.to_host()
+    return maps[name]
 
 
 def gradcam_from(activation: torch.Tensor, gradient: torch.Tensor) -> torch.Tensor:
@@ -384,11 +473,11 @@ def gradcam_from(activation: torch.Tensor, gradient: torch.Tensor) -> torch.Tens
     return F.relu((weights * activation).sum(dim=1, keepdim=True))
 
 
-def bn_affine(bn: nn.BatchNorm2d) -> tuple[np.ndarray, np.ndarray]:
-    """An eval-mode BatchNorm as ``y = x * scale + shift``: (C,), (C,) float32."""
+def bn_scale_shift(bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """An eval-mode BatchNorm as ``y = x * scale + shift``: (C,), (C,) float32, on its device."""
     scale = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps)
     shift = bn.bias.detach() - bn.running_mean * scale
-    return _read_only(scale.float().cpu().numpy()), _read_only(shift.float().cpu().numpy())
+    return scale.float(), shift.float()
 
 
 def model_device(model: nn.Module) -> torch.device:
@@ -415,9 +504,11 @@ def analyze(
         top_k: how many classes ``Analysis.top`` lists.
         storage: ``"uint8"`` (per-channel affine codes, ~46 MB at 299) or ``"float16"``.
 
-    One forward pass (hooks keep every map, compacted on the fly, and the live block outputs)
-    and one backward pass from the target logit to the 14 block outputs. Holds the model's
-    lock (``xviz.hooks.model_lock``) throughout; the model is left as it was.
+    One forward pass (hooks keep every map and the live block outputs), every map compacted
+    on the model's device, one backward pass from the target logit to the 14 block outputs;
+    nothing is read back until all of that is queued, then two copies bring the results to
+    the host. Holds the model's lock (``xviz.hooks.model_lock``) throughout; the model is left
+    as it was.
     """
     started = time.perf_counter()
     if model.classifier is None:
@@ -427,29 +518,53 @@ def analyze(
     size = resolve_size(model, image, size)
     x, display = prepare_input(image, size)
     labels = class_labels(model)
+    index = None if target is None else resolve_target(target, labels)
 
-    def keep_map(name: str, output: torch.Tensor) -> Map:
-        return to_map(name, output[0], storage)
-
-    def keep_live(name: str, output: torch.Tensor) -> torch.Tensor:
-        return output  # not a copy: autograd needs the tensor the graph was built on
+    def keep_output(name: str, output: torch.Tensor) -> torch.Tensor:
+        # Not a copy: the model has no in-place operations, and autograd keeps these tensors
+        # (the block outputs are the ones the Grad-CAM gradients are taken with respect to).
+        return output
 
     with model_lock(model), eval_mode(model), torch.inference_mode(False), torch.enable_grad():
-        captured = Capture(map_modules(model), keep=keep_map)
-        live = Capture(model.blocks, keep=keep_live)
+        captured = Capture(map_modules(model), keep=keep_output)
+        live = Capture(model.blocks, keep=keep_output)
         with captured, live:
             # Requiring a gradient on the input makes every block output part of the graph
             # even when the parameters are frozen; no gradient reaches it (or the weights).
             # Channels-last activations make the convolutions ~20% faster on a CPU.
             x = x.to(model_device(model)).contiguous(memory_format=torch.channels_last)
             logits = model(x.requires_grad_(True))[0]  # (classes,)
-        index = int(logits.argmax()) if target is None else resolve_target(target, labels)
-        cams = _gradcams(logits[index], live.outputs)
-        affine = {name: bn_affine(_sepconv_bn(model, name)) for name in SEPCONV_NAMES}
+        # Compacted once the forward pass is done, when every map's shape is known: all of
+        # them go into one buffer, so they reach the host in one copy.
+        outputs = {name: output[0] for name, output in captured.outputs.items()}
+        arena = MapArena({name: tuple(t.shape) for name, t in outputs.items()}, storage, logits)
+        with torch.no_grad():
+            arena.fill(outputs)
+        del outputs
+        captured.outputs.clear()
+        floats: dict[str, list[torch.Tensor]] = {}
+        if index is None:
+            # The top class stays on the device: reading it here would make a GPU wait.
+            top = logits.detach().argmax().view(1)
+            floats["target"] = [top.float()]  # exact: class indices are far below 2**24
+            score = logits.gather(0, top)[0]
+        else:
+            score = logits[index]
+        cams = _gradcams(score, live.outputs)
+        with torch.no_grad():
+            floats |= {
+                "logits": [logits.detach().float()],
+                "probabilities": [torch.softmax(logits.detach().float(), dim=0)],
+                "gradcam_raw": list(cams.values()),
+                "gradcam": [upsample(cam, size) for cam in cams.values()],
+                "bn_affine": [
+                    t for name in SEPCONV_NAMES for t in bn_scale_shift(_sepconv_bn(model, name))
+                ],
+            }
+            maps, host = arena.to_host(floats)
 
-    logits = logits.detach().float().cpu()
-    probabilities = _read_only(torch.softmax(logits, dim=0).numpy())
-    maps: dict[str, Map] = captured.outputs
+    probabilities = host["probabilities"][0]
+    affine = host["bn_affine"]
     sepconvs = OrderedDict(
         (
             name,
@@ -464,29 +579,30 @@ def analyze(
         size=size,
         weights=weights_name(model),
         labels=labels,
-        logits=_read_only(logits.numpy()),
+        logits=host["logits"][0],
         probabilities=probabilities,
         top=top_predictions(probabilities, labels, top_k),
-        target=index,
+        target=int(host["target"][0][0]) if index is None else index,
         sepconvs=sepconvs,
         convs=OrderedDict((name, maps[name]) for name in model.convs),
         blocks=OrderedDict((name, maps[name]) for name in BLOCKS),
-        gradcam_raw=OrderedDict((name, _read_only(cam.numpy())) for name, cam in cams.items()),
-        gradcam=OrderedDict(
-            (name, _read_only(upsample(cam, size).numpy())) for name, cam in cams.items()
-        ),
-        bn_affine=affine,
+        gradcam_raw=OrderedDict(zip(cams, host["gradcam_raw"], strict=True)),
+        gradcam=OrderedDict(zip(cams, host["gradcam"], strict=True)),
+        bn_affine={
+            name: (affine[2 * i], affine[2 * i + 1]) for i, name in enumerate(SEPCONV_NAMES)
+        },
         elapsed_s=time.perf_counter() - started,
     )
 
 
 def _gradcams(score: torch.Tensor, activations: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Grad-CAM (h, w) of every block from one backward pass of ``score`` (a logit)."""
+    """Grad-CAM (h, w) of every block from one backward pass of ``score`` (a logit), on the
+    activations' device."""
     names = list(BLOCKS)
     gradients = torch.autograd.grad(score, [activations[name] for name in names])
     with torch.no_grad():
         return {
-            name: gradcam_from(activations[name], gradient)[0, 0].float().cpu()
+            name: gradcam_from(activations[name], gradient)[0, 0].float()
             for name, gradient in zip(names, gradients, strict=True)
         }
 

@@ -33,6 +33,7 @@ from xviz.examples import all_examples
 from xviz.explorer import Explorer
 from xviz.model import Xception
 from xviz.preprocess import MAX_FILE_BYTES, MAX_PIXELS, data_url_bytes
+from xviz.warmup import start_warm_up
 from xviz.weights import load_model
 
 logger = logging.getLogger(__name__)
@@ -286,6 +287,7 @@ def make_explorer(
 ) -> Explorer:
     """Load the weights (``XVIZ_WEIGHTS`` / auto) on the device and wrap them for the app."""
     model = load_model(weights or "auto", device=device or "auto")
+    start_warm_up(model)  # on a GPU: every shape the app runs, once, in a daemon thread
     return Explorer(model, cache_mb=cache_mb, max_age_s=RETENTION_S)
 
 

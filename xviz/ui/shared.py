@@ -26,6 +26,7 @@ from xviz.model import FLOWS
 from xviz.preprocess import ACCEPTED_FORMATS, MAX_FILE_BYTES, MAX_PIXELS
 from xviz.server import SESSION_TTL_S, FilePathImage, ui_errors, weights_details, weights_line
 from xviz.ui.js import BLOCK_CLICKS
+from xviz.warmup import app_sizes
 
 DEFAULT_BLOCK = "block2"
 # Events that run the model share one worker: one model computation at a time.
@@ -138,7 +139,7 @@ def build_header(explorer: ex.Explorer, files: FileStore) -> Shared:
                 allow_custom_value=True,
             )
             size = gr.Radio(
-                sorted({native, 299, 150}),
+                app_sizes(explorer.model),
                 value=native,
                 label="Input size (px)",
                 info=f"the photo is resized to a square; these weights learnt at {native}",
