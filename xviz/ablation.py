@@ -221,20 +221,21 @@ def _relative_changes(
         logits = model(x)[0].float()  # (classes,)
     after: dict[str, torch.Tensor] = {}
 
-    def compare(name: str, output: torch.Tensor) -> float:
+    def compare(name: str, output: torch.Tensor) -> torch.Tensor:
         new = output[0].detach().float()
         if name == watched:
             after[name] = new
         reference = before.outputs[name]
         distance = torch.linalg.vector_norm(new - reference)
-        return float(distance / torch.linalg.vector_norm(reference).clamp_min(1e-30))
+        return distance / torch.linalg.vector_norm(reference).clamp_min(1e-30)  # on the device
 
     with ablated(model, ablations), Capture(modules, keep=compare) as changes:
         changed_logits = model(x)[0].float()
     # A dropped residual conv (blocks 2, 3, 4, 13) does not run at all: it has no change.
-    change = OrderedDict(
-        (name, changes.outputs[name]) for name in MAP_NAMES if name in changes.outputs
-    )
+    names = [name for name in MAP_NAMES if name in changes.outputs]
+    # One read-back for all the ratios: a float() per map would make a GPU wait 88 times.
+    ratios = torch.stack([changes.outputs[name] for name in names]).cpu().tolist()
+    change = OrderedDict(zip(names, ratios, strict=True))
     return logits, changed_logits, change, before.outputs[watched], after[watched]
 
 
