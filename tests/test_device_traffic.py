@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from tests.device_traffic import DeviceTraffic
+from xviz.ablation import Ablation, ablate
 from xviz.analysis import MAP_NAMES, analyze, to_map
 from xviz.attribution import attribute
 from xviz.inference import predict
@@ -95,3 +96,12 @@ def test_an_attribution_reads_its_result_once(model, image, method, params):
     with DeviceTraffic(model) as traffic:
         attribute(model, analysis, method=method, **params)
     assert traffic.numpy_on_device == 0 and traffic.transfers == 1, traffic.where
+
+
+def test_an_ablation_reads_its_changes_in_a_few_copies_not_one_per_map(model, image):
+    """Both runs' logits, the 88 relative changes (one stacked copy), and the watched map's
+    two versions (to_map's two buffers each): 88 scalar reads before."""
+    analysis = analyze(model, image, size=SIZE)
+    with DeviceTraffic(model) as traffic:
+        ablate(model, analysis, Ablation.relu_between(["block5"]))
+    assert traffic.numpy_on_device == 0 and traffic.transfers <= 8, traffic.where
