@@ -26,7 +26,7 @@ from xviz.server import (
     make_explorer,
     unavailable_demo,
 )
-from xviz.ui import ablations, activations, api, attributions, cost, export, shared
+from xviz.ui import ablations, activations, api, attributions, cost, export, guide, shared
 
 
 def build_demo(explorer: Explorer | None = None, retention_s: float = RETENTION_S) -> gr.Blocks:
@@ -42,6 +42,7 @@ def build_demo(explorer: Explorer | None = None, retention_s: float = RETENTION_
         delete_cache=(int(min(max(retention_s // 2, 1), 60)), int(retention_s)),
     ) as demo:
         top = shared.build_header(explorer, files)
+        tour = guide.buttons(top)
         with top.main, gr.Tabs() as top.tabs:
             with gr.Tab("Activations", id="activations") as tab:
                 views = activations.build(top)
@@ -58,6 +59,9 @@ def build_demo(explorer: Explorer | None = None, retention_s: float = RETENTION_
             with gr.Tab("Export", id="export") as tab:
                 export.build(top)
             shared.on_tab_open(top, tab, "export")
+            with gr.Tab("Guided tour", id=guide.TAB) as tab:
+                guide.build(top, tour)
+            shared.on_tab_open(top, tab, guide.TAB)
         api.build(top, views, attribution)
         shared.analysis_events(top)
         shared.on_page_load(top, demo)

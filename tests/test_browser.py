@@ -343,3 +343,16 @@ def test_cancel_keeps_the_last_attribution(browser, served_app, shots):
     assert page.locator("#attr-heatmap .js-plotly-plot").first.is_visible()
     assert page.locator("#attr-text").inner_text() == text
     page.close()
+
+
+def test_each_tour_step_is_one_click_from_the_first_screen(browser, served_app, shots):
+    url, _ = served_app
+    page = open_page(browser, url)
+    for key, title in (("depthwise", "A depthwise filter sees one channel"), ("relu", "No ReLU")):
+        page.locator(f"#tour-{key}").click()
+        page.locator("#guide-title").get_by_text(title).wait_for(timeout=120_000)
+        assert page.get_by_role("tab", name="Guided tour").get_attribute("aria-selected") == "true"
+        page.locator("#guide-figure .js-plotly-plot").wait_for(timeout=60_000)
+        assert "Chollet 2017" in page.locator("#guide-title").inner_text()
+        page.screenshot(path=str(shots / f"guide_{key}.png"), full_page=True)
+    page.close()

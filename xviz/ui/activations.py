@@ -81,14 +81,16 @@ def linked_channels(model: Any, layer: str, side: str, channel: int | None) -> l
 def build(shared: Shared) -> Activations:
     """The tab's layout and events; its grids are a panel of every new analysis."""
     explorer = shared.explorer
-    with gr.Row(equal_height=False, elem_id="grid-nav"):
+    with gr.Row(equal_height=True, elem_id="grid-nav"):
         prev_btn = gr.Button("◀ previous 64", size="sm", min_width=90, scale=0)
         page = gr.Number(
             1,
             label="Page of 64 channels",
+            show_label=False,
+            container=False,
             precision=0,
             elem_id="page",
-            min_width=90,
+            min_width=70,
             scale=0,
         )
         next_btn = gr.Button("next 64 ▶", size="sm", elem_id="next-page", min_width=90, scale=0)

@@ -73,6 +73,7 @@ class Shared:
     copy: gr.Button
     open_request: gr.State  # (side, channel) to show large with the next analysis (a link's)
     main: gr.Column  # the main column, where the tabs go
+    tour: gr.Row  # under the title, for the guided tour's buttons
     panels: list[Panel] = field(default_factory=list)
     tabs: gr.Tabs | None = None  # set once the tabs exist
 
@@ -97,6 +98,7 @@ def build_header(explorer: ex.Explorer, files: FileStore) -> Shared:
     with gr.Row(equal_height=False, elem_id="header"):
         with gr.Column(scale=5, min_width=300):
             gr.Markdown(f"## xviz: inside Xception\n{INTRO}", elem_id="intro")
+            tour = gr.Row(elem_id="tour")  # the guided tour's buttons (xviz/ui/guide.py)
         with gr.Column(scale=1, min_width=190):
             copy = gr.Button("Copy link to this view", size="sm", elem_id="copy-link")
             link = gr.Textbox(
@@ -185,7 +187,7 @@ def build_header(explorer: ex.Explorer, files: FileStore) -> Shared:
     dark = gr.Checkbox(False, visible=False, label="dark mode")
     return Shared(
         explorer, files, session, tab, shown, image, size, prediction, target, info, netmap,
-        flow, block, layer, dark, link, copy, gr.State(None), main,
+        flow, block, layer, dark, link, copy, gr.State(None), main, tour,
     )  # fmt: skip
 
 
