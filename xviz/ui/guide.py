@@ -91,7 +91,7 @@ def _figure(made: guide.GuideAnswer, dark: bool) -> dict:
     if made.ablation_result is not None:
         result = made.ablation_result
         flows = {b: spec.flow for b, spec in BLOCKS.items()}
-        title = f"How far each block's output moved ({made.step.title.lower()})"
+        title = "How far each block's output moved (relative change, %)"
         fig = plots.block_change_figure(dict(result.block_change), flows, title, dark)
         return gr.update(value=fig, visible=True)
     return gr.update(value=None, visible=False)
