@@ -26,7 +26,17 @@ from xviz.server import (
     make_explorer,
     unavailable_demo,
 )
-from xviz.ui import ablations, activations, api, attributions, cost, export, guide, shared
+from xviz.ui import (
+    ablations,
+    activations,
+    api,
+    attributions,
+    compare,
+    cost,
+    export,
+    guide,
+    shared,
+)
 
 
 def build_demo(explorer: Explorer | None = None, retention_s: float = RETENTION_S) -> gr.Blocks:
@@ -56,6 +66,10 @@ def build_demo(explorer: Explorer | None = None, retention_s: float = RETENTION_
             with gr.Tab("Cost", id="cost") as tab:
                 cost.build(top)
             shared.on_tab_open(top, tab, "cost")
+            with gr.Tab("Compare", id=compare.TAB) as tab:
+                compared = compare.build(top, views.cmap, views.panel.shown)
+            shared.on_tab_open(top, tab, compare.TAB)
+            compare.on_open(tab, compared)
             with gr.Tab("Export", id="export") as tab:
                 export.build(top)
             shared.on_tab_open(top, tab, "export")

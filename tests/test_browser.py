@@ -356,3 +356,16 @@ def test_each_tour_step_is_one_click_from_the_first_screen(browser, served_app, 
         assert "Chollet 2017" in page.locator("#guide-title").inner_text()
         page.screenshot(path=str(shots / f"guide_{key}.png"), full_page=True)
     page.close()
+
+
+def test_compare_shows_the_same_channel_of_two_images_on_one_scale(browser, served_app, shots):
+    url, explorer = served_app
+    page = open_page(browser, url, query="?layer=block5_sepconv1&side=pointwise&channel=9")
+    page.get_by_role("tab", name="Compare").click()
+    page.locator("#image-b input[type=file]").set_input_files(str(EXAMPLES / "cat.jpg"))
+    page.locator("#compare-maps img").nth(1).wait_for(timeout=120_000)
+    note = page.locator("#compare-note").inner_text()
+    assert "block5_sepconv1.pointwise, channel 9" in note
+    assert page.locator("#compare-maps img").count() == 2
+    page.screenshot(path=str(shots / "compare.png"), full_page=True)
+    page.close()

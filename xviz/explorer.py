@@ -9,6 +9,7 @@ view never breaks because someone else's upload pushed its analysis out.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import io
@@ -428,6 +429,36 @@ class Explorer:
             img, channel_stats_markdown(m, channel), m.name, channel, values.shape,
             low, high, name, signed,
         )  # fmt: skip
+
+    def compare_channel(
+        self,
+        first: Analysis,
+        second: Analysis,
+        layer: str,
+        side: str,
+        channel: int,
+        cmap: str = AUTO_CMAP,
+    ) -> tuple[ChannelView, ChannelView]:
+        """One channel of two images, enlarged on one colour scale, so that colours compare."""
+        if first.size != second.size:
+            raise AnalysisError("Compare two images analysed at the same input size.")
+        views = [self.channel_view(a, layer, side, channel, cmap) for a in (first, second)]
+        maps = [layer_maps(a, layer)[0 if side == "left" else 1] for a in (first, second)]
+        values = np.stack([m.channel(views[0].channel) for m in maps])  # (2, h, w)
+        name, signed = views[0].cmap, views[0].signed or views[1].signed
+        low, high = (float(v[0]) for v in render.value_range(values, "shared", signed))
+        size = max(first.size, VIEW_SIZE)
+        return tuple(
+            dataclasses.replace(
+                view,
+                image=render.enlarge(one, cmap=name, size=size, vmin=low, vmax=high),
+                low=low,
+                high=high,
+                cmap=name,
+                signed=signed,
+            )
+            for view, one in zip(views, values, strict=True)
+        )
 
     # --- attributions ----------------------------------------------------------------------
 
