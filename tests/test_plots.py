@@ -200,7 +200,8 @@ def test_every_figure_follows_the_theme(net: NetworkCost, dark: bool) -> None:
         assert _contrast(font, PAGE[dark]) >= 4.5, (name, font)
         for menu in fig.layout.updatemenus:  # log / linear buttons: their own background
             assert _contrast(menu.font.color, menu.bgcolor) >= 4.5
-X
+            # The active button: activeColor in plotly.js src/components/updatemenus/constants.js
+            assert _contrast(menu.font.color, "#F4FAFF") >= 4.5
 
 
 def _contrast(a: str, b: str) -> float:
