@@ -237,8 +237,8 @@ def compare_grids(
     return top, both.crop((0, cut, both.width, both.height))
 
 
-# Colourbars under grids shown ~0.7x on a phone: 16 px text stays readable there.
-BAR_FONT = 16
+# Colourbars under 530-pixel grids that a phone shows about 0.6x: 20 px text stays >= 12 px.
+BAR_FONT = 20
 DIFFERENCE_CMAP = "coolwarm"
 
 
