@@ -206,7 +206,7 @@ def _input_size(layers: Sequence[LayerCost]) -> int:
 
 def totals_figure(net: NetworkCost, dark: bool = False) -> go.Figure:
     """Figure 3: whole-network params and multiply-adds, real Xception vs all-standard."""
-    x = ["real<br>Xception", "all<br>standard"]  # two lines: no slanted labels on a phone
+    x = ["Xception", "all<br>standard"]  # short: no slanted labels on a phone
     fig = make_subplots(
         rows=1,
         cols=2,
