@@ -122,13 +122,39 @@ def test_speedup_axes_are_one_log_scale_so_y_equals_x_is_the_diagonal(net: Netwo
     assert low < min(values) and high > max(values)
     diagonal = fig.data[0]
     assert list(diagonal.x) == list(diagonal.y) == pytest.approx([low, high])
-    # One label per point, left of it, never below it, and at least a gap apart.
+    # One label per point, left of it, inside the plot, at least a gap apart (ay is the
+    # label's offset from its point in pixels, negative upwards).
     labels = [a for a in fig.layout.annotations if a.showarrow]
     assert len(labels) == 10 and all(a.ax < 0 for a in labels)
-    assert all(a.ay <= 1e-9 for a in labels)  # ay < 0: above the point, in pixels
     scale = plots._PLOT_SIDE_PX / (x.range[1] - x.range[0])  # pixels per decade assumed
     heights = sorted((a.y - x.range[0]) * scale - a.ay for a in labels)
     assert all(b - a >= plots._LABEL_GAP_PX - 1e-9 for a, b in itertools.pairwise(heights))
+    assert 0 <= heights[0] and heights[-1] <= plots._PLOT_SIDE_PX
+
+
+@pytest.mark.parametrize(
+    "y",
+    [
+        [0.1, 0.2, 0.2, 0.25, 0.9],  # a crowd low: pushed up only
+        [1.9, 1.95, 1.95, 2.0, 2.0, 2.0, 1.99, 1.98],  # a crowd at the top: moved down
+        [0.0, 2.0],  # the ends of the axis
+    ],
+)
+def test_point_labels_stay_apart_and_inside_the_plot(y) -> None:
+    y_range = (0.0, 2.0)
+    heights = plots._label_heights(y, y_range)
+    side, gap = plots._PLOT_SIDE_PX, plots._LABEL_GAP_PX
+    ordered = sorted(heights)
+    assert all(b - a >= gap - 1e-9 for a, b in itertools.pairwise(ordered))
+    assert max(heights) <= side - gap / 2 + 1e-9 and min(heights) >= -gap
+    # Labels keep their points' order, and sit at their points when there is room.
+    points = [v * side / 2.0 for v in y]
+    assert sorted(range(len(y)), key=lambda i: (points[i], i)) == sorted(
+        range(len(y)), key=lambda i: (heights[i], i)
+    )
+    if y == [0.1, 0.2, 0.2, 0.25, 0.9]:
+        assert heights[0] == points[0] and heights[4] == points[4]
+        assert all(h >= p for h, p in zip(heights, points, strict=True))
 
 
 def test_speedup_summary_says_theory_and_practice(net: NetworkCost) -> None:

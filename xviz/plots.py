@@ -331,16 +331,23 @@ _LABEL_OFFSET_PX = 28
 
 def _label_heights(y: Sequence[float], y_range: tuple[float, float]) -> list[float]:
     """Pixel heights (from the bottom) of labels for points at ``y`` (axis units) on an axis
-    showing ``y_range``: each at its point's height or above, ``_LABEL_GAP_PX`` apart."""
+    showing ``y_range``, ``_LABEL_GAP_PX`` apart: each at its point's height or above, unless
+    that would push the top one out of the plot; then the column moves down from the top.
+
+    Heights are within ``_PLOT_SIDE_PX`` (less half a gap), and so within any taller plot:
+    the labels are drawn at their offsets from their points, which only spread apart there.
+    """
     scale = _PLOT_SIDE_PX / (y_range[1] - y_range[0])
     wanted = [(value - y_range[0]) * scale for value in y]
     order = sorted(range(len(y)), key=lambda i: wanted[i])
-    placed: dict[int, float] = {}
+    placed = [0.0] * len(y)
+    below = -math.inf
     for i in order:  # bottom up, each at least a gap above the one below
-        below = [placed[j] for j in placed]
-        placed[i] = max([wanted[i]] + [h + _LABEL_GAP_PX for h in below])
-    # Only upwards: below the lowest point a label could leave the plot.
-    return [placed[i] for i in range(len(y))]
+        placed[i] = below = max(wanted[i], below + _LABEL_GAP_PX)
+    above = _PLOT_SIDE_PX + _LABEL_GAP_PX / 2
+    for i in reversed(order):  # top down, each at least a gap under the one above
+        placed[i] = above = min(placed[i], above - _LABEL_GAP_PX)
+    return placed
 
 
 def _short_label(group: Sequence[LatencyResult]) -> str:
