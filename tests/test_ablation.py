@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from xviz.ablation import Ablation, ablate, ablated
+from xviz.ablation import KINDS, VALID_BLOCKS, Ablation, ablate, ablated
 from xviz.analysis import MAP_NAMES, analyze, map_modules
 from xviz.errors import AnalysisError
 from xviz.hooks import Capture, hook_count
-from xviz.model import Xception
+from xviz.model import BLOCKS, SeparableConv2d, Xception
 
 SIZE = 71
 
@@ -167,3 +167,68 @@ def test_model_is_restored_after_an_exception_inside(model, x):
 def test_invalid_ablations_are_analysis_errors(make):
     with pytest.raises(AnalysisError):
         make()
+
+
+def test_valid_blocks_are_the_blocks_that_have_what_the_change_needs(model, x):
+    """Independently of the block specs: a block takes relu_between if it holds a separable
+    conv, and drop_residual if switching its residual off changes its output."""
+    separable = [
+        name
+        for name, block in model.blocks.items()
+        if any(isinstance(m, SeparableConv2d) for m in block.modules())
+    ]
+    assert list(VALID_BLOCKS["relu_between"]) == separable
+    with torch.no_grad(), Capture(model.blocks) as plain:
+        model(x)
+    inputs = dict(zip(list(model.blocks)[1:], list(plain.outputs.values())[:-1], strict=True))
+    with_residual = []
+    for name, block_input in inputs.items():
+        block = model.blocks[name]
+        with torch.no_grad():
+            block.use_residual = False
+            try:
+                cut = block(block_input)
+            finally:
+                block.use_residual = True
+        if not torch.equal(cut, plain.outputs[name]):
+            with_residual.append(name)
+    assert list(VALID_BLOCKS["drop_residual"]) == with_residual
+    assert VALID_BLOCKS["zero_channel"] == ()
+    assert set(VALID_BLOCKS) == set(KINDS)
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda: Ablation.drop_residual(["block5", "block14"]), "block14' has no residual"),
+        (lambda: Ablation.relu_between("block1"), "block1' has no separable convolution"),
+        (lambda: Ablation.drop_residual("block99"), "block99' is not a block of Xception"),
+        (lambda: Ablation.drop_residual([["block5"]]), "is not a block of Xception"),
+        (lambda: Ablation.relu_between("x" * 500), r"… \(502 characters\) is not a block"),
+    ],
+)
+def test_invalid_blocks_say_what_is_wrong_and_what_is_allowed(make, message):
+    with pytest.raises(AnalysisError, match=message) as info:
+        make()
+    assert "only" in str(info.value) and len(str(info.value)) < 200
+
+
+def test_changed_blocks_name_where_each_change_is_made():
+    assert Ablation.relu_between(["block5", "block9"]).changed_blocks == ("block5", "block9")
+    assert Ablation.drop_residual("block13").changed_blocks == ("block13",)
+    for map_name, block in [
+        ("block1_conv2", "block1"),
+        ("block2_residual", "block2"),
+        ("block11_sepconv3.pointwise", "block11"),
+        ("block14", "block14"),
+    ]:
+        assert Ablation.zero_channel(map_name, 0).changed_blocks == (block,)
+
+
+@pytest.mark.parametrize("block", ["block2", "block13"])
+def test_dropping_a_conv_residual_reports_every_block_and_its_map(model, x, block):
+    result = ablate(model, x, Ablation.drop_residual(block), size=SIZE)
+    assert list(result.block_change) == list(BLOCKS)
+    assert result.watched == block and f"{block}_residual" not in result.map_change
+    assert result.block_change[block] > 0
+    assert result.original_map.shape == result.ablated_map.shape

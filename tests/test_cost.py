@@ -9,9 +9,13 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from xviz.cost import (
     LayerCost,
+    MachineSpeed,
+    MeasureClock,
     clear_latency_cache,
     layer_costs,
+    machine_speed,
     measure_all,
+    measure_all_seconds,
     measure_latency,
     network_cost,
 )
@@ -192,3 +196,63 @@ def test_measure_all_dedupes_shapes_and_reports_progress(model: Xception) -> Non
     assert len({r.standard_ms for r in middle}) == 1
     with pytest.raises(Cancelled):
         measure_all(model, "cpu", input_size=32, repeats=2, cancel=lambda: True)
+
+
+# --- how long measure_all takes --------------------------------------------------------------
+
+
+def test_machine_speed_gives_rates_of_this_device() -> None:
+    speed = machine_speed("cpu", runs=2)
+    assert speed.device == "cpu"
+    assert 0 < speed.madds_per_s < float("inf") and 0 < speed.bytes_per_s < float("inf")
+
+
+def _by_hand(model: Xception, size: int, speed: MachineSpeed, runs: int) -> float:
+    """measure_all's calls, counted from the shapes alone: per distinct (M, N, D_K, D_F), runs
+    x (standard conv + separable conv + depthwise alone + pointwise alone), each taking its
+    multiply-adds at the compute rate plus the float32 values it reads and writes once at
+    the memory rate."""
+    seen: set[tuple[int, int, int, int]] = set()
+    total = 0.0
+    for c in layer_costs(model, size):
+        shape = (c.in_channels, c.out_channels, c.kernel_size, c.input_side)
+        if c.kind != "sepconv" or shape in seen:
+            continue
+        seen.add(shape)
+        M, N, K, F, G = c.in_channels, c.out_channels, c.kernel_size, c.input_side, c.output_side
+        std = (M * N * K * K * G * G, M * F * F + N * G * G + M * N * K * K)
+        dw = (M * K * K * G * G, M * F * F + M * G * G + M * K * K)
+        pw = (M * N * G * G, M * G * G + N * G * G + M * N)
+
+        def seconds(madds_values: tuple[int, int]) -> float:
+            madds, values = madds_values
+            return madds / speed.madds_per_s + 4 * values / speed.bytes_per_s
+
+        total += seconds(std) + 2 * (seconds(dw) + seconds(pw))
+    assert len(seen) == 10  # the distinct shapes measure_all times
+    return runs * total
+
+
+@pytest.mark.parametrize("size", [150, 299])
+def test_measure_all_seconds_counts_every_call_measure_all_makes(model: Xception, size) -> None:
+    speed = MachineSpeed("cpu", madds_per_s=2e10, bytes_per_s=3e9)
+    predicted = measure_all_seconds(layer_costs(model, size), speed, repeats=10, warmup=2)
+    assert predicted == pytest.approx(_by_hand(model, size, speed, runs=12), rel=1e-9)
+    assert measure_all_seconds(layer_costs(model, size), speed, repeats=4, warmup=0) == (
+        pytest.approx(predicted * 4 / 12, rel=1e-9)
+    )
+
+
+def test_measure_clock_learns_from_a_measurement(model: Xception) -> None:
+    speed = MachineSpeed("cpu", madds_per_s=2e10, bytes_per_s=3e9)
+    clock = MeasureClock(model, speed)
+    first_150, first_299 = clock.predicted_s(150), clock.predicted_s(299)
+    assert first_150 == pytest.approx(_by_hand(model, 150, speed, runs=12), rel=1e-9)
+    assert clock.took == {}
+    clock.record(150, 3 * first_150)  # the machine was 3x slower than calibrated
+    assert clock.took == {150: 3 * first_150}
+    assert clock.predicted_s(150) == pytest.approx(3 * first_150)
+    assert clock.predicted_s(299) == pytest.approx(3 * first_299)  # the same correction
+    clock.record(299, first_299)  # a second measurement replaces the correction
+    assert clock.predicted_s(150) == pytest.approx(first_150)
+    assert clock.took == {150: 3 * first_150, 299: first_299}

@@ -249,3 +249,63 @@ def test_compared_maps_share_one_colour_scale(explorer, session):
     expected = get_lut("viridis")[min(int((0 - lo) / (hi - lo) * 256), 255)]
     assert np.abs(corner.astype(int) - expected).max() <= 1
     assert before.size[1] == 8 * step + ex.PAD
+
+
+def _bar_row_ends(image: Image.Image, row: int) -> tuple[np.ndarray, np.ndarray]:
+    """The first and last non-white pixel of one row (a colourbar's ends)."""
+    pixels = np.asarray(image)[row]
+    coloured = np.nonzero((pixels != 255).any(axis=1))[0]
+    return pixels[coloured[0]], pixels[coloured[-1]]
+
+
+def test_difference_map_is_ablated_minus_original_on_a_symmetric_scale(explorer, session):
+    zero = explorer.ablation(session, "zero_channel", [], "block6_sepconv1", "left", 0)
+    before, after = zero.original_map, zero.ablated_map
+    maps = ex.compared_maps(before, after, "viridis")
+    # By hand: zeroing channel 0 of the watched map changes that channel alone, by -original.
+    difference = after.channels(range(64)) - before.channels(range(64))
+    np.testing.assert_array_equal(difference[1:], 0)
+    np.testing.assert_array_equal(difference[0], -before.channel(0))
+    bound = float(np.abs(before.channel(0)).max())
+    assert maps.difference_bound == bound > 0
+    coolwarm = get_lut("coolwarm")
+    grid = np.asarray(maps.difference)
+    step = ex.TILE + ex.PAD
+    # Channel 1 did not change: the middle of the diverging scale (away from its label).
+    assert tuple(grid[ex.PAD + 40, ex.PAD + step + 40]) == tuple(coolwarm[128])
+    # Channel 0: each map cell takes coolwarm's colour of 0.5 + d / 2b (binned by 256).
+    h, w = before.shape[1:]
+    for y, x in [(2, 0), (h - 1, w - 1), (h // 2, w // 3), (3, w - 2)]:
+        cy = ex.PAD + int((y + 0.5) * ex.TILE / h)
+        cx = ex.PAD + int((x + 0.5) * ex.TILE / w)
+        index = int((0.5 + difference[0, y, x] / (2 * bound)) * 256)
+        near = [coolwarm[i] for i in range(max(index - 1, 0), min(index + 1, 255) + 1)]
+        assert any(np.array_equal(grid[cy, cx], c) for c in near), (y, x)
+    # Under each grid its colourbar: coolwarm -b..b for the difference, the shared scale of
+    # both maps for the original and the ablated one.
+    grid_height = 8 * step + ex.PAD
+    low, high = _bar_row_ends(maps.difference, grid_height + 6)
+    assert tuple(low) == tuple(coolwarm[0]) and tuple(high) == tuple(coolwarm[255])
+    both = np.concatenate([before.channels(range(64)), after.channels(range(64))])
+    assert maps.scale == (both.min(), both.max())
+    viridis = get_lut("viridis")
+    for image in (maps.original, maps.ablated):
+        low, high = _bar_row_ends(image, grid_height + 6)
+        assert tuple(low) == tuple(viridis[0]) and tuple(high) == tuple(viridis[255])
+    left, right = ex.compare_grids(before, after, "viridis")
+    np.testing.assert_array_equal(np.asarray(maps.original)[: left.height], np.asarray(left))
+    np.testing.assert_array_equal(np.asarray(maps.ablated)[: right.height], np.asarray(right))
+
+
+@pytest.mark.parametrize("block", ["block2", "block13"])
+def test_dropping_a_conv_residual_gives_maps_and_a_difference(explorer, session, block):
+    result = explorer.ablation(session, "drop_residual", [block])
+    maps = ex.compared_maps(result.original_map, result.ablated_map)
+    assert result.watched == block
+    assert maps.original.size == maps.ablated.size == maps.difference.size
+    assert maps.difference_bound > 0
+
+
+def test_ablation_names_a_block_without_a_residual(explorer, session):
+    with pytest.raises(AnalysisError, match="block14' has no residual connection"):
+        explorer.ablation(session, "drop_residual", ["block14"])

@@ -2,22 +2,29 @@ import io
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from PIL import Image
 
 from xviz.colormaps import apply, get_lut
 from xviz.render import (
+    NICE_STEPS,
+    TICK_LENGTH,
     channel_grid,
     channel_order,
     colorbar,
+    colorbar_ticks,
     enlarge,
     heatmap,
+    nice_ticks,
     normalize,
     overlay,
     page,
+    shared_range,
+    tick_labels,
     to_png,
+    with_colorbar,
 )
 
 VIRIDIS = get_lut("viridis")
@@ -258,8 +265,147 @@ def test_colorbar_runs_from_first_to_last_colour():
     bar = colorbar("coolwarm", -1.5, 1.5, width=200, height=10)
     assert bar.size[0] == 200
     assert bar.size[1] > 10  # room for the labels
-    assert rgb(bar, 0, 5) == tuple(COOLWARM[0])
-    assert rgb(bar, 199, 5) == tuple(COOLWARM[255])
+    first, last = _bar_ends(bar)
+    assert rgb(bar, first, 5) == tuple(COOLWARM[0])
+    assert rgb(bar, last, 5) == tuple(COOLWARM[255])
+
+
+def _bar_ends(bar: Image.Image) -> tuple[int, int]:
+    """First and last column of the coloured bar: the non-white pixels of its top row."""
+    row = np.asarray(bar)[0]
+    coloured = np.nonzero((row != 255).any(axis=1))[0]
+    assert np.array_equal(coloured, np.arange(coloured[0], coloured[-1] + 1))  # no gaps
+    return int(coloured[0]), int(coloured[-1])
+
+
+@pytest.mark.parametrize(
+    ("vmin", "vmax", "expected"),
+    [
+        (-1.5, 1.5, [-1.5, -1.0, -0.5, 0.0, 0.5, 1.0, 1.5]),  # step 0.5: 7 ticks
+        (0.0, 4.83, [0, 1, 2, 3, 4]),  # 0.5 would give 10
+        (-0.37, 0.37, [-0.3, -0.2, -0.1, 0.0, 0.1, 0.2, 0.3]),
+        (0.0012, 0.0187, [0.0025, 0.005, 0.0075, 0.01, 0.0125, 0.015, 0.0175]),  # 2.5e-3
+        (-12345.0, 98765.0, [0, 20_000, 40_000, 60_000, 80_000]),
+        (3.0, 3.0, [3.0]),
+    ],
+)
+def test_nice_ticks_by_hand(vmin, vmax, expected):
+    np.testing.assert_allclose(nice_ticks(vmin, vmax, 7), expected, rtol=0, atol=1e-12)
+
+
+@given(
+    st.floats(-1e4, 1e4, allow_nan=False),
+    st.floats(1e-3, 1e4, allow_nan=False),
+    st.integers(2, 10),
+)
+def test_nice_ticks_are_the_finest_round_step_that_fits(low, span, max_ticks):
+    # Ranges a colourbar meets: not a sliver far from 0, where float64 cannot count steps.
+    assume(span >= 1e-3 * abs(low))
+    high = low + span
+    ticks = nice_ticks(low, high, max_ticks)
+    assert 1 <= len(ticks) <= max_ticks
+    tolerance = 1e-6 * span
+    assert ticks[0] >= low - tolerance and ticks[-1] <= high + tolerance
+    if len(ticks) < 2:
+        return
+    steps = np.diff(ticks)
+    step = steps[0]
+    np.testing.assert_allclose(steps, step, rtol=1e-9)
+    mantissa = step / 10 ** np.floor(np.log10(step) + 1e-9)
+    assert min(abs(mantissa - m) for m in (*NICE_STEPS, 10.0)) < 1e-6
+    # Every tick is a multiple of the step, and no finer round step would have fitted.
+    np.testing.assert_allclose(ticks / step, np.round(ticks / step), atol=1e-6)
+    candidates = sorted(m * 10.0**e for m in NICE_STEPS for e in range(-12, 13))
+    finer = [c for c in candidates if c < step * (1 - 1e-9)]
+    for c in finer[-4:]:
+        count = np.floor(high / c + 1e-6) - np.ceil(low / c - 1e-6) + 1
+        assert count > max_ticks, (c, count)
+
+
+def test_nice_ticks_refuse_bad_ranges():
+    for args in ((1.0, 0.0), (0.0, float("inf")), (0.0, 1.0, 1)):
+        with pytest.raises(ValueError):
+            nice_ticks(*args)
+
+
+def test_tick_labels_use_the_fewest_decimals():
+    assert tick_labels([-1.0, -0.5, 0.0, 0.5]) == ["-1.0", "-0.5", "0.0", "0.5"]
+    assert tick_labels([0.0025, 0.005]) == ["0.0025", "0.0050"]
+    assert tick_labels([0.0, 20_000.0]) == ["0", "20,000"]
+    assert tick_labels([-0.0, 1.0]) == ["0", "1"]  # no "-0"
+    assert tick_labels([0.1 * 3, 0.2]) == ["0.3", "0.2"]  # 0.30000000000000004
+
+
+@pytest.mark.parametrize(
+    ("cmap", "vmin", "vmax"), [("viridis", 0.0, 6.2), ("coolwarm", -0.37, 0.37)]
+)
+def test_colorbar_ticks_sit_where_their_values_are(cmap, vmin, vmax):
+    width, height = 320, 12
+    bar = colorbar(cmap, vmin, vmax, width=width, height=height, font_size=12)
+    first, last = _bar_ends(bar)
+    lut = get_lut(cmap)
+    assert rgb(bar, first, 3) == tuple(lut[0]) and rgb(bar, last, 3) == tuple(lut[255])
+    margin, ticks = colorbar_ticks(vmin, vmax, width, font_size=12)
+    assert first == margin and last == width - margin - 1
+    values = [t.value for t in ticks]
+    np.testing.assert_allclose(values, nice_ticks(vmin, vmax, len(ticks)), atol=1e-12)
+    # Tick marks: dark pixels just below the bar exactly at the columns of their values.
+    expected = [first + round((v - vmin) / (vmax - vmin) * (last - first)) for v in values]
+    marks = np.asarray(bar)[height : height + TICK_LENGTH]
+    for row in marks:
+        assert np.nonzero((row < 128).all(axis=1))[0].tolist() == expected
+    # One label under each mark: the dark columns of the text band form len(ticks) runs,
+    # each centred on its mark.
+    text = (np.asarray(bar)[height + TICK_LENGTH :] < 128).all(axis=2).any(axis=0)
+    runs = _runs(np.nonzero(text)[0], gap=5)
+    assert len(runs) == len(ticks)
+    for (start, stop), column in zip(runs, expected, strict=True):
+        assert abs((start + stop) / 2 - column) <= 3
+
+
+def _runs(columns: np.ndarray, gap: int) -> list[tuple[int, int]]:
+    """Runs of columns whose neighbours are less than ``gap`` apart: (first, last) each."""
+    runs: list[list[int]] = []
+    for c in columns.tolist():
+        if runs and c - runs[-1][1] < gap:
+            runs[-1][1] = c
+        else:
+            runs.append([c, c])
+    return [(a, b) for a, b in runs]
+
+
+def test_a_narrow_colorbar_keeps_fewer_labels_apart():
+    _, ticks = colorbar_ticks(0.0012, 0.0187, width=300, max_ticks=7, font_size=14)
+    assert 2 <= len(ticks) < 7  # the 7 ticks of a wide bar would touch at 300 pixels
+    bar = colorbar("viridis", 0.0012, 0.0187, width=300, height=12, font_size=14)
+    text = (np.asarray(bar)[12 + TICK_LENGTH :] < 128).all(axis=2).any(axis=0)
+    assert len(_runs(np.nonzero(text)[0], gap=10)) == len(ticks)  # at least 10 px apart
+    _, wide = colorbar_ticks(0.0012, 0.0187, width=900, max_ticks=7, font_size=14)
+    assert len(wide) == 7
+
+
+def test_with_colorbar_puts_the_bar_under_the_image():
+    image = Image.fromarray(np.full((30, 200, 3), 7, dtype=np.uint8))
+    out = with_colorbar(image, "viridis", 0.0, 1.0, label="value")
+    bar = colorbar("viridis", 0.0, 1.0, width=200, label="value")
+    assert out.size == (200, 30 + 6 + bar.height)
+    np.testing.assert_array_equal(np.asarray(out)[:30], np.asarray(image))
+    np.testing.assert_array_equal(np.asarray(out)[36:], np.asarray(bar))
+
+
+def test_shared_range_is_what_normalize_maps_to_0_and_1():
+    rng = np.random.default_rng(5)
+    maps = rng.normal(size=(3, 4, 4)).astype(np.float32)
+    low, high = shared_range(maps)
+    scaled = normalize(maps, "shared")
+    assert scaled.reshape(-1)[maps.argmin()] == 0 and scaled.reshape(-1)[maps.argmax()] == 1
+    assert (low, high) == (maps.min(), maps.max())
+    low, high = shared_range(maps, signed=True)
+    bound = np.abs(maps).max()
+    assert (low, high) == (-bound, bound)
+    signed = normalize(maps, "shared", signed=True)
+    np.testing.assert_allclose(signed, 0.5 + maps / (2 * bound), atol=1e-6)
+    assert shared_range(np.zeros((1, 2, 2)), signed=True) == (-1.0, 1.0)  # as normalize
 
 
 # to_png

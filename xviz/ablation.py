@@ -43,13 +43,23 @@ from xviz.analysis import (
     to_map,
     top_predictions,
 )
-from xviz.errors import AnalysisError
+from xviz.errors import AnalysisError, short
 from xviz.hooks import Capture, Rewrite, eval_mode, model_lock
 from xviz.model import BLOCK_SPECS, BLOCKS, Xception
 
 KINDS: tuple[str, ...] = ("relu_between", "drop_residual", "zero_channel")
 SEPARABLE_BLOCKS: tuple[str, ...] = tuple(s.name for s in BLOCK_SPECS if s.sepconvs)
 RESIDUAL_BLOCKS: tuple[str, ...] = tuple(s.name for s in BLOCK_SPECS if s.residual)
+VALID_BLOCKS: dict[str, tuple[str, ...]] = {
+    "relu_between": SEPARABLE_BLOCKS,
+    "drop_residual": RESIDUAL_BLOCKS,
+    "zero_channel": (),  # takes a map and a channel, not blocks
+}
+"""The blocks each kind of ablation can change."""
+_MISSING = {
+    "relu_between": "has no separable convolution",
+    "drop_residual": "has no residual connection to drop",
+}
 
 
 @dataclass(frozen=True)
@@ -64,15 +74,17 @@ class Ablation:
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise AnalysisError(f"Unknown ablation {self.kind!r}: use one of {KINDS}.")
-        allowed = {"relu_between": SEPARABLE_BLOCKS, "drop_residual": RESIDUAL_BLOCKS}
-        if self.kind in allowed:
+        allowed = VALID_BLOCKS[self.kind]
+        if allowed:
             if not self.blocks:
                 raise AnalysisError(f"{self.kind} needs at least one block.")
             for block in self.blocks:
-                if block not in allowed[self.kind]:
+                if block not in allowed:
+                    known = isinstance(block, str) and block in BLOCKS
+                    why = _MISSING[self.kind] if known else "is not a block of Xception"
                     raise AnalysisError(
-                        f"{self.kind} applies to {allowed[self.kind][0]}..{allowed[self.kind][-1]}"
-                        f" ({', '.join(allowed[self.kind])}), not {block!r}."
+                        f"{short(block, 40)} {why}: {self.kind} applies to "
+                        f"{allowed[0]} to {allowed[-1]} only."
                     )
         elif self.map not in MAP_NAMES or self.channel is None:
             raise AnalysisError(
@@ -106,6 +118,13 @@ class Ablation:
         if self.kind == "drop_residual":
             return f"no residual connection in {', '.join(self.blocks)}"
         return f"channel {self.channel} of {self.map} set to zero"
+
+    @property
+    def changed_blocks(self) -> tuple[str, ...]:
+        """The blocks this change is made in (zero_channel: the block of its map)."""
+        if self.kind == "zero_channel":
+            return (self.map.split(".")[0].split("_")[0],)
+        return self.blocks
 
     def watched_map(self) -> str:
         """The map that shows this change first (the default map an AblationResult keeps)."""

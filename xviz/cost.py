@@ -449,3 +449,112 @@ def measure_all(
 def clear_latency_cache() -> None:
     """Forget every measured latency (for example after changing the thread count)."""
     _LATENCY_CACHE.clear()
+
+
+# --- how long measure_all takes --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MachineSpeed:
+    """What one quick calibration measured on a device: the multiply-add rate of a standard
+    convolution and the memory rate of a depthwise one (the stage that is memory-bound)."""
+
+    device: str
+    madds_per_s: float
+    bytes_per_s: float
+
+
+# Calibration layers: a compute-bound standard conv and a memory-bound depthwise conv, small
+# enough to time in tens of milliseconds on a CPU.
+_CALIBRATION_CONV = (256, 19)  # channels in and out, side: 213 M multiply-adds
+_CALIBRATION_DEPTHWISE = (128, 96)  # channels, side: 9.4 MB moved
+
+
+def machine_speed(device: str | torch.device = "cpu", runs: int = 5) -> MachineSpeed:
+    """Calibrate ``device``: the median time of ``runs`` calls (after one warm-up) of a
+    standard 3x3 conv and of a depthwise 3x3 conv, as rates; medians as ``measure_latency``
+    takes them. About 0.1 s on an idle 2-core CPU."""
+    device = torch.device(device)
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    channels, side = _CALIBRATION_CONV
+    dw_channels, dw_side = _CALIBRATION_DEPTHWISE
+    generator = torch.Generator().manual_seed(0)
+    with torch.inference_mode():
+        conv = nn.Conv2d(channels, channels, 3, padding=1, bias=False).to(device).eval()
+        depthwise = nn.Conv2d(
+            dw_channels, dw_channels, 3, padding=1, groups=dw_channels, bias=False
+        ).to(device)
+        x = torch.randn(1, channels, side, side, generator=generator).to(device)
+        y = torch.randn(1, dw_channels, dw_side, dw_side, generator=generator).to(device)
+        (conv_t,) = _time_ms([conv], x, runs, 1, sync)
+        (dw_t,) = _time_ms([depthwise.eval()], y, runs, 1, sync)
+    conv_madds = standard_cost(channels, channels, 3, side).madds
+    dw_values = 2 * dw_channels * dw_side**2 + dw_channels * 9  # input, output, weights
+    return MachineSpeed(
+        device=device_label(device),
+        madds_per_s=conv_madds / (statistics.median(conv_t) / 1e3),
+        bytes_per_s=dw_values * BYTES_PER_VALUE / (statistics.median(dw_t) / 1e3),
+    )
+
+
+def _distinct_sepconvs(layers: Sequence[LayerCost]) -> list[LayerCost]:
+    """The separable convs of ``layers``, one per shape, as ``measure_all`` times them."""
+    firsts: dict[tuple[int, int, int, int], LayerCost] = {}
+    for layer in layers:
+        if layer.kind == "sepconv":
+            shape = (layer.in_channels, layer.out_channels, layer.kernel_size, layer.input_side)
+            firsts.setdefault(shape, layer)
+    return list(firsts.values())
+
+
+def measure_all_seconds(
+    layers: Sequence[LayerCost], speed: MachineSpeed, repeats: int = 10, warmup: int = 2
+) -> float:
+    """About how long ``measure_all`` takes for ``layers`` on the calibrated device.
+
+    Each distinct shape runs its standard twin, the separable conv and the depthwise and
+    pointwise stages alone, ``warmup + repeats`` times; each call is predicted to take its
+    multiply-adds at ``speed.madds_per_s`` plus its bytes at ``speed.bytes_per_s`` (bytes
+    from the layer's arithmetic intensities).
+    """
+
+    def seconds(madds: int, intensity: float) -> float:
+        return madds / speed.madds_per_s + madds / intensity / speed.bytes_per_s
+
+    total = 0.0
+    for layer in _distinct_sepconvs(layers):
+        stages = seconds(layer.depthwise_madds, layer.depthwise_intensity) + seconds(
+            layer.pointwise_madds, layer.pointwise_intensity
+        )
+        # Standard twin, separable conv (both stages), and each stage alone.
+        total += seconds(layer.standard_madds, layer.standard_intensity) + 2 * stages
+    return (warmup + repeats) * total
+
+
+class MeasureClock:
+    """How long ``measure_all`` takes on this machine, per input size: predicted from a
+    calibration (:func:`machine_speed`) times how far off the last measurement's prediction
+    was, or, once a measurement ran at that size, what it took."""
+
+    def __init__(self, model: Xception, speed: MachineSpeed) -> None:
+        self.model = model
+        self.speed = speed
+        self.took: dict[int, float] = {}  # input size -> seconds its measurement took
+        self.correction = 1.0  # took / predicted, of the last measurement
+        self._layers: dict[int, list[LayerCost]] = {}
+
+    def predicted_s(self, input_size: int) -> float:
+        """Seconds a measurement at ``input_size`` should take."""
+        if input_size not in self._layers:
+            self._layers[input_size] = layer_costs(self.model, input_size)
+        return measure_all_seconds(self._layers[input_size], self.speed) * self.correction
+
+    def record(self, input_size: int, seconds: float) -> None:
+        """A measurement at ``input_size`` took ``seconds``."""
+        self.correction = 1.0
+        self.correction = seconds / self.predicted_s(input_size)
+        self.took[input_size] = seconds

@@ -7,6 +7,7 @@ Hover texts carry exact numbers; axes say their units.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import plotly.graph_objects as go
@@ -47,7 +48,7 @@ _GRID = "rgba(128,128,128,0.25)"
 
 _LEGENDS: dict[str, dict] = {
     "top": {"orientation": "h", "x": 0, "y": 1.02, "yanchor": "bottom"},
-    "right": {"orientation": "v", "x": 1.01, "y": 1, "yanchor": "top"},
+    "right": {"orientation": "v", "x": 1.01, "y": 0.88, "yanchor": "top"},  # under the buttons
     "bottom": {"orientation": "h", "x": 0.5, "xanchor": "center", "y": -0.12, "yanchor": "top"},
 }
 
@@ -72,18 +73,20 @@ def _style(
 
 
 def _scale_buttons(log: bool) -> list[dict]:
-    """Linear / log toggle for the y axis, top right."""
+    """Linear / log toggle for the y axis, right of the plot above the legend (over the plot
+    they would hide the title on a phone)."""
     return [
         {
             "type": "buttons",
             "direction": "right",
-            "x": 1.0,
-            "xanchor": "right",
-            "y": 1.02,
-            "yanchor": "bottom",
+            "x": 1.01,
+            "xanchor": "left",
+            "y": 1.0,
+            "yanchor": "top",
             "showactive": True,
-            # Plotly draws the active button near-white whatever the theme: keep dark text.
-            "bgcolor": "#E5E7EB",
+            # Plotly draws the active button near-white whatever the theme: on a grey track it
+            # reads as the selected segment; dark text stays readable on both, light or dark.
+            "bgcolor": "#C4C9D1",
             "bordercolor": "#9CA3AF",
             "font": {"color": "#1F2937"},
             "active": 1 if log else 0,
@@ -95,10 +98,17 @@ def _scale_buttons(log: bool) -> list[dict]:
     ]
 
 
+# Plotly draws HTML subscripts; a literal "D_K" would show its underscore.
+_DK, _DF, _DG = "D<sub>K</sub>", "D<sub>F</sub>", "D<sub>G</sub>"
+# Titles are two short lines, so that they fit a phone (Plotly does not wrap them).
+_SMALL = "<span style='font-size:12px'>"
+_FORMS = f"{_SMALL}hatched: standard conv; solid: real Xception</span>"
+
+
 def _shape(layer: LayerCost) -> str:
     return (
-        f"M={layer.in_channels} → N={layer.out_channels}, D_K={layer.kernel_size}, "
-        f"stride {layer.stride}, D_F={layer.input_side} → D_G={layer.output_side}"
+        f"M={layer.in_channels} → N={layer.out_channels}, {_DK}={layer.kernel_size}, "
+        f"stride {layer.stride}, {_DF}={layer.input_side} → {_DG}={layer.output_side}"
     )
 
 
@@ -113,7 +123,7 @@ def layer_hover(layer: LayerCost, metric: str) -> str:
         lines += [
             f"standard conv: {std:,} {unit}",
             f"separable: {real:,} {unit} = depthwise {dw:,} + pointwise {pw:,}",
-            f"ratio {real / std:.5f}; 1/N + 1/D_K² = {layer.formula_ratio:.5f}",
+            f"ratio {real / std:.5f}; 1/N + 1/{_DK}² = {layer.formula_ratio:.5f}",
         ]
     else:
         lines.append(f"{layer.kind} (already standard): {real:,} {unit}")
@@ -170,7 +180,7 @@ def madds_figure(layers: Sequence[LayerCost], log: bool = True, dark: bool = Fal
     return _per_layer_figure(
         layers,
         "madds",
-        f"Multiply-adds per layer at {size}×{size}: standard conv vs depthwise separable",
+        f"Multiply-adds per layer at {size}×{size}<br>{_FORMS}",
         "multiply-adds per image (MACs)",
         log,
         dark,
@@ -182,7 +192,7 @@ def params_figure(layers: Sequence[LayerCost], log: bool = True, dark: bool = Fa
     return _per_layer_figure(
         layers,
         "params",
-        "Parameters per layer: standard conv vs depthwise separable",
+        f"Parameters per layer<br>{_FORMS}",
         "parameters (count)",
         log,
         dark,
@@ -196,13 +206,13 @@ def _input_size(layers: Sequence[LayerCost]) -> int:
 
 def totals_figure(net: NetworkCost, dark: bool = False) -> go.Figure:
     """Figure 3: whole-network params and multiply-adds, real Xception vs all-standard."""
-    x = ["real Xception", "all standard"]
+    x = ["Xception", "all<br>standard"]  # short: no slanted labels on a phone
     fig = make_subplots(
         rows=1,
         cols=2,
         subplot_titles=(
-            f"parameters: {net.params_ratio:.3f}× ({1 / net.params_ratio:.1f}× fewer)",
-            f"multiply-adds: {net.madds_ratio:.3f}× ({1 / net.madds_ratio:.1f}× fewer)",
+            f"parameters: {net.params_ratio:.3f}×<br>({1 / net.params_ratio:.1f}× fewer)",
+            f"multiply-adds: {net.madds_ratio:.3f}×<br>({1 / net.madds_ratio:.1f}× fewer)",
         ),
         horizontal_spacing=0.14,
     )
@@ -249,9 +259,15 @@ def totals_figure(net: NetworkCost, dark: bool = False) -> go.Figure:
                 col=col,
             )
     size = net.input_size
-    title = f"Whole network at {size}×{size}: real Xception vs every sepconv standard"
+    title = (
+        f"Whole network at {size}×{size}<br>"
+        f"{_SMALL}real Xception vs every sepconv made standard</span>"
+    )
     _style(fig, title, dark, legend="bottom")
-    fig.update_layout(barmode="stack", bargap=0.35)
+    fig.update_layout(barmode="stack", bargap=0.35, margin={"t": 120}, legend_y=-0.2)
+    fig.update_xaxes(tickangle=0, tickfont={"size": 11})
+    for subplot_title in fig.layout.annotations[:2]:  # make_subplots adds them first
+        subplot_title.font.size = 13
     fig.update_yaxes(title_text="parameters (count)", rangemode="tozero", row=1, col=1)
     fig.update_yaxes(title_text="multiply-adds per image (MACs)", row=1, col=2)
     fig.update_yaxes(range=[0, net.standard_params * 1.12], row=1, col=1)
@@ -305,53 +321,33 @@ def latency_hover(group: Sequence[LatencyResult]) -> str:
     return "<br>".join(lines)
 
 
-# Assumed plot area (px) and label metrics, for placing point labels without overlaps.
-_PLOT_PX = (1100, 340)
-_CHAR_PX, _LINE_PX = 6.5, 14
-_LABEL_SPOTS = ("middle right", "middle left", "top center", "bottom center")
+# Point labels of speedup_figure stand in a column left of the points (every 3x3 sepconv is
+# predicted at 8.4-9x, so the points form a column), at least _LABEL_GAP_PX apart on a data
+# area assumed _PLOT_SIDE_PX high (a phone's; a larger one only spreads the points).
+_PLOT_SIDE_PX = 200
+_LABEL_GAP_PX = 15
+_LABEL_OFFSET_PX = 28
 
 
-def _label_positions(
-    points: Sequence[tuple[float, float, float, str]],
-    x_range: tuple[float, float],
-    y_range: tuple[float, float],
-) -> list[str]:
-    """A ``textposition`` per ``(x, y, marker size, text)`` point, greedily avoiding overlaps.
+def _label_heights(y: Sequence[float], y_range: tuple[float, float]) -> list[float]:
+    """Pixel heights (from the bottom) of labels for points at ``y`` (axis units) on an axis
+    showing ``y_range``, ``_LABEL_GAP_PX`` apart: each at its point's height or above, unless
+    that would push the top one out of the plot; then the column moves down from the top.
 
-    Works in approximate pixels of a ``_PLOT_PX`` plot; exact enough for a few labels.
+    Heights are within ``_PLOT_SIDE_PX`` (less half a gap), and so within any taller plot:
+    the labels are drawn at their offsets from their points, which only spread apart there.
     """
-    width, height = _PLOT_PX
-    px = [
-        ((x - x_range[0]) / (x_range[1] - x_range[0]) * width,
-         (y - y_range[0]) / (y_range[1] - y_range[0]) * height, size / 2 + 2, len(text) * _CHAR_PX)
-        for x, y, size, text in points
-    ]  # fmt: skip
-    taken = [(cx - r, cy - r, cx + r, cy + r) for cx, cy, r, _ in px]  # markers
-
-    def box(cx: float, cy: float, r: float, w: float, spot: str) -> tuple[float, ...]:
-        h = _LINE_PX
-        return {
-            "middle right": (cx + r, cy - h / 2, cx + r + w, cy + h / 2),
-            "middle left": (cx - r - w, cy - h / 2, cx - r, cy + h / 2),
-            "top center": (cx - w / 2, cy + r, cx + w / 2, cy + r + h),
-            "bottom center": (cx - w / 2, cy - r - h, cx + w / 2, cy - r),
-        }[spot]
-
-    def overlap(a: tuple[float, ...], b: tuple[float, ...]) -> float:
-        dx = min(a[2], b[2]) - max(a[0], b[0])
-        dy = min(a[3], b[3]) - max(a[1], b[1])
-        return max(dx, 0) * max(dy, 0)
-
-    spots = []
-    for i, (cx, cy, r, w) in enumerate(px):
-        others = [t for j, t in enumerate(taken) if j != i]
-        spot = min(
-            _LABEL_SPOTS,
-            key=lambda s: sum(overlap(box(cx, cy, r, w, s), t) for t in others),
-        )
-        taken.append(box(cx, cy, r, w, spot))
-        spots.append(spot)
-    return spots
+    scale = _PLOT_SIDE_PX / (y_range[1] - y_range[0])
+    wanted = [(value - y_range[0]) * scale for value in y]
+    order = sorted(range(len(y)), key=lambda i: wanted[i])
+    placed = [0.0] * len(y)
+    below = -math.inf
+    for i in order:  # bottom up, each at least a gap above the one below
+        placed[i] = below = max(wanted[i], below + _LABEL_GAP_PX)
+    above = _PLOT_SIDE_PX + _LABEL_GAP_PX / 2
+    for i in reversed(order):  # top down, each at least a gap under the one above
+        placed[i] = above = min(placed[i], above - _LABEL_GAP_PX)
+    return placed
 
 
 def _short_label(group: Sequence[LatencyResult]) -> str:
@@ -360,35 +356,35 @@ def _short_label(group: Sequence[LatencyResult]) -> str:
     return names[0] if len(names) == 1 else f"{names[0]} – {names[-1]} ({len(names)})"
 
 
-def speedup_figure(results: Sequence[LatencyResult], dark: bool = False) -> go.Figure:
-    """Figure 4: predicted vs measured speed-up of each separable conv, with y = x.
+def speedup_range(results: Sequence[LatencyResult]) -> tuple[float, float]:
+    """The one range of both axes of :func:`speedup_figure`: every predicted and measured
+    speed-up and 1 (no speed-up), with a margin of a factor 1.6 above and 2.5 below (room
+    for a note under 1x)."""
+    values = [1.0]
+    values += [r.theoretical_speedup for r in results] + [r.measured_speedup for r in results]
+    return min(values) / 2.5, max(values) * 1.6
 
-    One point per distinct shape (the 24 middle-flow sepconvs and block13_sepconv1 share
-    one), coloured by the flow of its first layer, sized by how many layers share it.
+
+def speedup_figure(results: Sequence[LatencyResult], dark: bool = False) -> go.Figure:
+    """Figure 4: predicted vs measured speed-up of each separable conv.
+
+    Both axes are logarithmic with one range and one scale, so the reference line y = x
+    (measured as predicted) is the square's diagonal. One point per distinct shape (the 24
+    middle-flow sepconvs and block13_sepconv1 share one), coloured by the flow of its first
+    layer, sized by how many layers share it; a dotted line marks no speed-up (y = 1).
     """
     if not results:
         raise ValueError("speedup_figure needs at least one LatencyResult")
     groups = shape_groups(results)
-    predicted = [group[0].theoretical_speedup for group in groups]
-    # Every sepconv is 3x3, so predictions sit between 1/(1/64 + 1/9) and 9: zoom on them.
-    left, right = min(predicted) - 0.25, max(predicted) + 0.25
-    top = 1.1 * max([right] + [group[0].measured_speedup for group in groups])
+    low, high = speedup_range(results)
+    log_range = [math.log10(low), math.log10(high)]
     sizes = [10 + 2 * len(group) ** 0.5 for group in groups]
-    spots = _label_positions(
-        [
-            (group[0].theoretical_speedup, group[0].measured_speedup, size, _short_label(group))
-            for group, size in zip(groups, sizes, strict=True)
-        ],
-        (left, right + 0.15),
-        (0, top),
-    )
-    spot_of = {id(group): spot for group, spot in zip(groups, spots, strict=True)}
     size_of = {id(group): size for group, size in zip(groups, sizes, strict=True)}
     fig = go.Figure()
     fig.add_scatter(
         name="theory met (y = x)",
-        x=[left, right],
-        y=[left, right],
+        x=[low, high],
+        y=[low, high],
         mode="lines",
         line={"color": PART_COLORS["standard"], "dash": "dash"},
         hoverinfo="skip",
@@ -401,10 +397,7 @@ def speedup_figure(results: Sequence[LatencyResult], dark: bool = False) -> go.F
             name=f"{flow} flow",
             x=[group[0].theoretical_speedup for group in rows],
             y=[group[0].measured_speedup for group in rows],
-            mode="markers+text",
-            text=[_short_label(group) for group in rows],
-            textposition=[spot_of[id(group)] for group in rows],
-            textfont={"size": 11},
+            mode="markers",
             marker={
                 "color": FLOW_COLORS[flow],
                 "size": [size_of[id(group)] for group in rows],
@@ -414,35 +407,105 @@ def speedup_figure(results: Sequence[LatencyResult], dark: bool = False) -> go.F
             hovertext=[latency_hover(group) for group in rows],
             hovertemplate="%{hovertext}<extra></extra>",
         )
-    dw_time = [r.depthwise_time_share for r in results]
-    dw_madds = [r.depthwise_madds_share for r in results]
-    fig.add_annotation(
-        x=0.02,
-        y=0.98,
-        xref="paper",
-        yref="paper",
-        xanchor="left",
-        yanchor="top",
-        align="left",
-        showarrow=False,
-        text=(
-            "Below the line: slower than the multiply-add count predicts. The depthwise stage<br>"
-            f"does {min(dw_madds):.1%}–{max(dw_madds):.1%} of the multiply-adds but takes "
-            f"{min(dw_time):.0%}–{max(dw_time):.0%} of the time: it is memory-bound.<br>"
-            "Above it: the standard twin is memory-bound too (large weights, few positions)."
-        ),
-        font={"size": 12},
+    # Annotations on log axes take log10 coordinates; their arrows' offsets are in pixels.
+    measured = [math.log10(group[0].measured_speedup) for group in groups]
+    heights = _label_heights(measured, (log_range[0], log_range[1]))
+    scale = _PLOT_SIDE_PX / (log_range[1] - log_range[0])
+    for group, y, height in zip(groups, measured, heights, strict=True):
+        fig.add_annotation(
+            x=math.log10(group[0].theoretical_speedup),
+            y=y,
+            text=_short_label(group),
+            font={"size": 11},
+            xanchor="right",
+            showarrow=True,
+            arrowwidth=1,
+            arrowhead=0,
+            arrowcolor=PART_COLORS["standard"],
+            standoff=size_of[id(group)] / 2,
+            ax=-_LABEL_OFFSET_PX,
+            ay=-(height - (y - log_range[0]) * scale),
+        )
+    fig.add_scatter(
+        name="no speed-up (y = 1)",
+        x=[low, high],
+        y=[1, 1],
+        mode="lines",
+        line={"color": PART_COLORS["standard"], "dash": "dot", "width": 1},
+        hoverinfo="skip",
     )
-    title = f"Theory vs practice: speed-up of separable over standard convs ({results[0].device})"
-    _style(fig, title, dark)
+    # Where neither points (at the right: predicted 8.4-9x) nor their labels (left of them, at
+    # their height or above) come, unless a layer measures below 1x: the top-left corner and
+    # the strip under 1x at the left ("x domain": fractions of the square, whatever the axis).
+    for x, y, anchor, text in (
+        (0.02, 0.98, "top", "above the diagonal:<br>faster than predicted"),
+        (0.14, 0.02, "bottom", "below it:<br>slower than predicted"),
+    ):
+        fig.add_annotation(
+            x=x,
+            y=y,
+            xref="x domain",
+            yref="y domain",
+            xanchor="left",
+            yanchor=anchor,
+            align="left",
+            showarrow=False,
+            text=f"<i>{text}</i>",
+            font={"size": 11},
+        )
+    _style(fig, f"Theory vs practice on {results[0].device}", dark, height=600)
+    fig.update_layout(
+        margin={"l": 70, "r": 20, "t": 60, "b": 150},
+        legend={"orientation": "h", "x": 0, "y": -0.22, "yanchor": "top"},
+    )
+    ticks = [v for v in (0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100) if low <= v <= high]
+    axis = {
+        "type": "log",
+        "range": log_range,
+        "constrain": "domain",
+        "tickvals": ticks,
+        "ticktext": [f"{v:g}×" for v in ticks],
+    }
     fig.update_xaxes(
-        title_text="predicted speed-up (standard / separable multiply-adds, ×)",
-        range=[left, right + 0.15],
+        title_text="predicted speed-up (×, from multiply-adds)", constraintoward="left", **axis
     )
     fig.update_yaxes(
-        title_text="measured speed-up (standard / separable median time, ×)", range=[0, top]
+        title_text="measured speed-up (×, median times)", scaleanchor="x", scaleratio=1, **axis
     )
     return fig
+
+
+def speedup_summary(results: Sequence[LatencyResult]) -> str:
+    """Markdown: what :func:`speedup_figure` shows, in words, with its numbers."""
+    if not results:
+        raise ValueError("speedup_summary needs at least one LatencyResult")
+    first = results[0]
+    predicted = [r.theoretical_speedup for r in results]
+    measured = [r.measured_speedup for r in results]
+    dw_time = [r.depthwise_time_share for r in results]
+    dw_madds = [r.depthwise_madds_share for r in results]
+    lines = [
+        f"**Theory**: counting multiply-adds, every separable conv should run "
+        f"{min(predicted):.1f}–{max(predicted):.1f}× faster than a standard convolution of "
+        f"the same shape (the x axis).",
+        "",
+        f"**Practice**: timed on {first.device} with {first.threads} threads (median of "
+        f"{first.repeats} runs per layer), the speed-up is {min(measured):.1f}–"
+        f"{max(measured):.1f}× (the y axis). Points on the dashed diagonal match the theory.",
+        "",
+        f"**Why below**: the depthwise stage does only {min(dw_madds):.1%}–{max(dw_madds):.1%}"
+        f" of the multiply-adds but takes {min(dw_time):.0%}–{max(dw_time):.0%} of the time. "
+        "It does about one multiply-add per byte it reads, so memory, not arithmetic, sets "
+        "its speed.",
+    ]
+    if any(m > p for m, p in zip(measured, predicted, strict=True)):
+        lines += [
+            "",
+            "**Why above**: a standard twin with large weights and few output positions is "
+            "slowed by memory too, which makes the separable conv look even better.",
+        ]
+    lines += ["", "Hover a point for its times; the numbers vary from run to run."]
+    return "\n".join(lines)
 
 
 def explorer_figure(M: int, N: int, D_K: int, D_G: int, dark: bool = False) -> go.Figure:
@@ -491,8 +554,9 @@ def explorer_figure(M: int, N: int, D_K: int, D_G: int, dark: bool = False) -> g
             )
         fig.update_yaxes(range=[0, totals[0] * 1.15], row=1, col=col)
     title = (
-        f"M={M}, N={N}, D_K={D_K}, D_G={D_G}: separable = {ratio:.4f} × standard "
-        f"(1/N + 1/D_K² = {formula_ratio(N, D_K):.4f}), {1 / ratio:.1f}× fewer"
+        f"separable = {ratio:.4f} × standard: {1 / ratio:.1f}× fewer<br>"
+        f"{_SMALL}M={M}, N={N}, {_DK}={D_K}, {_DG}={D_G}; "
+        f"1/N + 1/{_DK}² = {formula_ratio(N, D_K):.4f}</span>"
     )
     _style(fig, title, dark, height=460, legend="bottom")
     fig.update_layout(barmode="stack", bargap=0.35)
@@ -502,48 +566,69 @@ def explorer_figure(M: int, N: int, D_K: int, D_G: int, dark: bool = False) -> g
 
 
 def explain(M: int, N: int, D_K: int, D_G: int) -> str:
-    """Markdown: the two cost formulas with the numbers plugged in, and the ratio."""
+    """Markdown: the two cost formulas (LaTeX between single dollars) with the numbers plugged
+    in, and the ratio."""
     std = standard_cost(M, N, D_K, D_G)
     dw, pw = depthwise_cost(M, D_K, D_G), pointwise_cost(M, N, D_G)
     sep_params, sep_madds = dw.params + pw.params, dw.madds + pw.madds
     ratio = sep_madds / std.madds
     return "\n".join(
         [
-            f"Input {D_G}×{D_G}×{M} (stride 1, 'same'), output {D_G}×{D_G}×{N}, "
+            f"Input {D_G}×{D_G}×{M} (stride 1, 'same' padding), output {D_G}×{D_G}×{N}, "
             f"kernel {D_K}×{D_K}.",
             "",
             "**Standard convolution**",
-            f"- params: M·N·D_K² = {M}·{N}·{D_K}² = **{std.params:,}**",
-            f"- multiply-adds: M·N·D_K²·D_G² = {M}·{N}·{D_K}²·{D_G}² = **{std.madds:,}**",
+            f"- parameters: $M \\cdot N \\cdot D_K^2$ = {M} · {N} · {D_K}² = **{std.params:,}**",
+            f"- multiply-adds: $M \\cdot N \\cdot D_K^2 \\cdot D_G^2$ = {M} · {N} · {D_K}² · "
+            f"{D_G}² = **{std.madds:,}**",
             "",
             "**Depthwise separable convolution** (depthwise + pointwise)",
-            f"- params: M·D_K² + M·N = {M}·{D_K}² + {M}·{N} = {dw.params:,} + {pw.params:,} "
-            f"= **{sep_params:,}**",
-            f"- multiply-adds: M·D_K²·D_G² + M·N·D_G² = {M}·{D_K}²·{D_G}² + {M}·{N}·{D_G}² "
-            f"= {dw.madds:,} + {pw.madds:,} = **{sep_madds:,}**",
+            f"- parameters: $M \\cdot D_K^2 + M \\cdot N$ = {M} · {D_K}² + {M} · {N} = "
+            f"{dw.params:,} + {pw.params:,} = **{sep_params:,}**",
+            f"- multiply-adds: $M \\cdot D_K^2 \\cdot D_G^2 + M \\cdot N \\cdot D_G^2$ = "
+            f"{M} · {D_K}² · {D_G}² + {M} · {N} · {D_G}² = {dw.madds:,} + {pw.madds:,} = "
+            f"**{sep_madds:,}**",
             "",
             f"**Ratio** separable / standard = {sep_madds:,} / {std.madds:,} = **{ratio:.6f}**, "
-            f"and 1/N + 1/D_K² = 1/{N} + 1/{D_K**2} = **{formula_ratio(N, D_K):.6f}**: "
-            f"{1 / ratio:.2f}× fewer multiply-adds (and params).",
+            f"and $\\frac{{1}}{{N}} + \\frac{{1}}{{D_K^2}}$ = 1/{N} + 1/{D_K**2} = "
+            f"**{formula_ratio(N, D_K):.6f}**: {1 / ratio:.2f}× fewer multiply-adds (and "
+            "parameters).",
         ]
     )
 
 
 def block_change_figure(
-    changes: dict[str, float], flows: dict[str, str], title: str, dark: bool = False
+    changes: dict[str, float],
+    flows: dict[str, str],
+    title: str,
+    dark: bool = False,
+    changed: Sequence[str] = (),
 ) -> go.Figure:
-    """How far each block's output moved under an ablation: relative L2 change per block."""
+    """How far each block's output moved under an ablation: relative L2 change per block,
+    ||ablated - original|| / ||original||, in percent. The ``changed`` blocks (where the
+    ablation is made) are outlined and marked "changed here"."""
     names = list(changes)
     values = [100 * changes[n] for n in names]
+    outline = "#F9FAFB" if dark else "#111827"
     fig = go.Figure(
         go.Bar(
             x=names,
             y=values,
-            marker_color=[FLOW_COLORS[flows[n]] for n in names],
-            hovertemplate="%{x}: output moved by %{y:.3g}% (relative L2)<extra></extra>",
+            marker={
+                "color": [FLOW_COLORS[flows[n]] for n in names],
+                "line": {"color": outline, "width": [2 if n in changed else 0 for n in names]},
+            },
+            hovertemplate="%{x}: its output moved by %{y:.3g}% of its size<extra></extra>",
         )
     )
+    top = max(values, default=0) or 1.0
+    for name in changed:
+        if name in changes:
+            fig.add_annotation(
+                x=name, y=100 * changes[name], text="changed<br>here", showarrow=False,
+                yanchor="bottom", font={"size": 11},
+            )  # fmt: skip
     _style(fig, title, dark, height=340)
-    fig.update_layout(margin={"l": 70, "r": 30, "t": 60, "b": 50}, showlegend=False)
-    fig.update_yaxes(title_text="change of block output (%)", rangemode="tozero")
+    fig.update_layout(margin={"l": 70, "r": 20, "t": 50, "b": 50}, showlegend=False)
+    fig.update_yaxes(title_text="change of block output (%)", range=[0, 1.25 * top])
     return fig

@@ -6,9 +6,11 @@ true resolution, or bilinearly before colouring so that no off-colormap colours 
 """
 
 import io
+import math
 from collections.abc import Sequence
 from functools import lru_cache
-from typing import Literal
+from itertools import pairwise
+from typing import Literal, NamedTuple
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -271,21 +273,155 @@ def heatmap(
     return Image.fromarray(apply(values, _cmap_for(cmap, signed, "inferno")))
 
 
+def shared_range(
+    maps: ArrayLike, signed: bool = False, clip_percentile: float | None = None
+) -> tuple[float, float]:
+    """The values that `normalize` with scale "shared" maps to 0 and 1, for a colourbar.
+
+    Signed: (-b, b) with b the largest magnitude (1 when every value is 0, as in `normalize`).
+    """
+    maps = np.asarray(maps, dtype=np.float32)
+    if maps.ndim != 3:
+        raise ValueError(f"maps must have shape (C, H, W), got {maps.shape}")
+    flat = maps.reshape(len(maps), -1)
+    if signed:
+        _, bound = _range(np.abs(flat), None, clip_percentile)
+        b = float(bound.item()) or 1.0
+        return -b, b
+    low, high = _range(flat, None, clip_percentile)
+    return float(low.item()), float(high.item())
+
+
+NICE_STEPS = (1.0, 2.0, 2.5, 5.0)
+"""Tick steps are one of these times a power of ten."""
+TICK_LENGTH = 4
+"""Pixels a colourbar's tick marks hang below the bar."""
+
+
+def nice_ticks(vmin: float, vmax: float, max_ticks: int = 7) -> np.ndarray:
+    """Round tick values in [vmin, vmax]: the multiples of the smallest step in
+    `NICE_STEPS` x 10^k that gives at most `max_ticks` of them. (n,) float64.
+
+    vmin == vmax gives that one value.
+    """
+    if not (np.isfinite(vmin) and np.isfinite(vmax)) or vmax < vmin:
+        raise ValueError(f"need finite vmin <= vmax, got {vmin}, {vmax}")
+    if max_ticks < 2:
+        raise ValueError(f"max_ticks must be at least 2, got {max_ticks}")
+    if vmax == vmin:
+        return np.array([float(vmin)])
+    exponent = math.floor(math.log10((vmax - vmin) / (max_ticks - 1)))
+    for power in (exponent, exponent + 1):
+        for mantissa in NICE_STEPS:
+            step = mantissa * 10.0**power
+            # A tolerance of a millionth of a step keeps ends such as 0.3 = 3 * 0.1.
+            first = math.ceil(vmin / step - 1e-6)
+            last = math.floor(vmax / step + 1e-6)
+            if last - first + 1 <= max_ticks:
+                return np.arange(first, last + 1) * step
+    raise AssertionError("unreachable: a step of 10^(exponent + 1) always fits")
+
+
+def tick_labels(ticks: ArrayLike) -> list[str]:
+    """Tick values as text with the fewest decimals that tell them apart exactly."""
+    ticks = np.asarray(ticks, dtype=np.float64).reshape(-1)
+    scale = float(np.abs(ticks).max()) if ticks.size else 0.0
+    tolerance = 1e-9 * max(scale, 1e-300)
+    decimals = next(
+        (d for d in range(12) if np.all(np.abs(np.round(ticks, d) - ticks) <= tolerance)), 12
+    )
+    # "+ 0.0" turns a -0.0 into 0.0, so that no "-0" is printed.
+    return [f"{round(float(t), decimals) + 0.0:,.{decimals}f}" for t in ticks]
+
+
+class Tick(NamedTuple):
+    """One tick of a colourbar: its pixel column, its value and its label."""
+
+    column: int
+    value: float
+    text: str
+
+
+def colorbar_ticks(
+    vmin: float, vmax: float, width: int, max_ticks: int = 7, font_size: int = 12
+) -> tuple[int, list[Tick]]:
+    """Where a `colorbar` `width` pixels wide puts its ticks -> (margin, ticks).
+
+    The ticks are `nice_ticks(vmin, vmax, n)` for the largest n <= max_ticks whose labels
+    stay apart (n = 2 at least). The bar runs from column `margin` to `width - margin - 1`,
+    leaving room for the end labels; value v sits at column
+    margin + round((v - vmin) / (vmax - vmin) * (width - 2 * margin - 1)).
+    """
+    font = _font(font_size)
+    gap = font_size  # at least one em between neighbouring labels
+    for n in range(max_ticks, 1, -1):
+        values = nice_ticks(vmin, vmax, n)
+        texts = tick_labels(values)
+        lengths = [font.getlength(text) for text in texts]
+        margin = math.ceil(max(lengths) / 2) + 2
+        bar_width = width - 2 * margin
+        if bar_width < 2:
+            raise ValueError(f"a colourbar {width} pixels wide has no room for its labels")
+        span = vmax - vmin
+        columns = [
+            margin + (round((v - vmin) / span * (bar_width - 1)) if span > 0 else 0) for v in values
+        ]
+        apart = all(
+            right - left >= (a + b) / 2 + gap
+            for (left, a), (right, b) in pairwise(zip(columns, lengths, strict=True))
+        )
+        if apart or n == 2:
+            ticks = [Tick(c, float(v), t) for c, v, t in zip(columns, values, texts, strict=True)]
+            return margin, ticks
+    raise ValueError(f"max_ticks must be at least 2, got {max_ticks}")
+
+
 def colorbar(
-    cmap: str, vmin: float, vmax: float, width: int = 256, height: int = 16
+    cmap: str,
+    vmin: float,
+    vmax: float,
+    width: int = 256,
+    height: int = 16,
+    max_ticks: int = 7,
+    font_size: int = 12,
+    label: str | None = None,
+    foreground: RGB = (0, 0, 0),
+    background: RGB = (255, 255, 255),
 ) -> Image.Image:
-    """A horizontal legend: the colormap from vmin to vmax, labelled at both ends and the middle."""
-    font = _font(10)
-    text_height = font.getbbox("0123456789")[3] + 2
-    canvas = np.full((height + text_height, width, 3), 255, dtype=np.uint8)
-    canvas[:height] = apply(np.linspace(0, 1, width), cmap)
+    """A horizontal colourbar `width` pixels wide: the colormap from vmin to vmax in a bar
+    `height` pixels high, tick marks hanging `TICK_LENGTH` pixels below it with their values
+    under them (placed by `colorbar_ticks`), and an optional `label` centred below those.
+    """
+    margin, ticks = colorbar_ticks(vmin, vmax, width, max_ticks, font_size)
+    font = _font(font_size)
+    numbers_top = height + TICK_LENGTH + 2
+    label_top = numbers_top + font.getbbox("0123456789-,.")[3] + 4
+    bottom = label_top + (font.getbbox(label)[3] if label else -4) + 2
+    canvas = np.empty((bottom, width, 3), dtype=np.uint8)
+    canvas[:] = np.tile(np.asarray(background, dtype=np.uint8), (width, 1))
+    bar_width = width - 2 * margin
+    canvas[:height, margin : margin + bar_width] = apply(np.linspace(0, 1, bar_width), cmap)
     image = Image.fromarray(canvas)
     draw = ImageDraw.Draw(image)
-    for fraction, value in ((0.0, vmin), (0.5, (vmin + vmax) / 2), (1.0, vmax)):
-        text = f"{value:.3g}"
-        x = (width - draw.textlength(text, font=font)) * fraction
-        draw.text((x, height + 1), text, font=font, fill=(0, 0, 0))
+    for column, _, text in ticks:
+        draw.line([(column, height), (column, height + TICK_LENGTH - 1)], fill=foreground)
+        text_width = draw.textlength(text, font=font)
+        left = min(max(column - text_width / 2, 0), width - text_width)
+        draw.text((left, numbers_top), text, font=font, fill=foreground)
+    if label:
+        left = max((width - draw.textlength(label, font=font)) / 2, 0)
+        draw.text((left, label_top), label, font=font, fill=foreground)
     return image
+
+
+def with_colorbar(image: Image.Image, cmap: str, vmin: float, vmax: float, **bar) -> Image.Image:
+    """`image` with a `colorbar` of its width below it (`bar`: colorbar's other arguments)."""
+    strip = colorbar(cmap, vmin, vmax, width=image.width, **bar)
+    background = bar.get("background", (255, 255, 255))
+    out = Image.new("RGB", (image.width, image.height + 6 + strip.height), background)
+    out.paste(image.convert("RGB"), (0, 0))
+    out.paste(strip, (0, image.height + 6))
+    return out
 
 
 def to_png(image: Image.Image) -> bytes:
