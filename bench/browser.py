@@ -102,13 +102,13 @@ CHANGES = [
     ("block", lambda page: choose(page, "block", "block7")),
     ("layer", lambda page: choose(page, "layer", "block7_sepconv2")),
     ("page", lambda page: page.locator("#next-page").click()),
-    ("sort", lambda page: page.locator("#sort").get_by_label("mean").check()),
-    ("colormap", lambda page: choose(page, "cmap", "viridis")),
+    ("sort", lambda page: display(page).locator("#sort").get_by_label("mean").check()),
+    ("colormap", lambda page: choose(display(page), "cmap", "viridis")),
 ]
 RESET = [
     lambda page: page.locator("#flow").get_by_label("entry").check(),
-    lambda page: page.locator("#sort").get_by_label("index").check(),
-    lambda page: choose(page, "cmap", "auto"),
+    lambda page: display(page).locator("#sort").get_by_label("index").check(),
+    lambda page: choose(display(page), "cmap", "auto"),
 ]
 
 
@@ -131,6 +131,14 @@ def timed(page: Page, names: list[str], action: Callable[[], object]) -> dict[st
     action()
     ms = page.evaluate("() => window.xvizDone")
     return {name: ms[name] / 1000 for name in names}
+
+
+def display(page: Page) -> Page:
+    """The page with the display options in view (a closed accordion holds them)."""
+    if not page.locator("#sort").is_visible():
+        page.get_by_text("Display: order, colours", exact=False).first.click()
+        page.locator("#sort").wait_for()
+    return page
 
 
 def choose(page: Page, elem_id: str, option: str) -> None:
