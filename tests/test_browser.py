@@ -359,7 +359,7 @@ def test_each_tour_step_is_one_click_from_the_first_screen(browser, served_app, 
 
 
 def test_compare_shows_the_same_channel_of_two_images_on_one_scale(browser, served_app, shots):
-    url, explorer = served_app
+    url, _ = served_app
     page = open_page(browser, url, query="?layer=block5_sepconv1&side=pointwise&channel=9")
     page.get_by_role("tab", name="Compare").click()
     page.locator("#image-b input[type=file]").set_input_files(str(EXAMPLES / "cat.jpg"))
