@@ -243,7 +243,7 @@ def build(shared: Shared) -> Activations:
     shared.flow.input(
         change_flow, [shared.session, shared.flow, *after_layer], block_out, **VIEW_EVENTS
     )
-    shared.block.input(
+    shared.block.select(
         change_block, [shared.session, shared.block, *after_layer], block_out, **VIEW_EVENTS
     )
 
@@ -262,7 +262,7 @@ def build(shared: Shared) -> Activations:
             return [gr.skip()] * (len(view_out) + len(panel.outputs))
         return [*views(session, *args), *panel.cleared()]
 
-    shared.layer.input(
+    shared.layer.select(
         change_layer, [shared.session, *view_in], [*view_out, *panel.outputs], **VIEW_EVENTS
     )
     for component in (sort, scale):
@@ -280,8 +280,10 @@ def build(shared: Shared) -> Activations:
             picture = panel.picture(panel.view(session, layer, which, chosen, cmap, overlay))
         return [*views(session, *args), picture]
 
-    for component in (cmap, overlay):
-        component.input(
+    # A dropdown's "input" fires twice for one pick and a slider's at every step of a drag:
+    # "select" and "release" fire once.
+    for event in (cmap.select, overlay.release):
+        event(
             restyle,
             [shared.session, panel.shown, *view_in],
             [*view_out, panel.picture_output],
