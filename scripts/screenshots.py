@@ -1,9 +1,15 @@
-"""Screenshots of every tab of the app after analysing an example image (dev tool).
+"""Screenshots of the app for the README and for looking at (dev tool).
 
-Launches ``app.py`` on loopback with the given weights, drives it in Debian's headless
-Chromium with playwright, and writes one PNG per tab:
+Launches ``app.py`` on loopback with the given weights and drives it in Debian's headless
+Chromium with playwright:
 
-    python scripts/screenshots.py [--out screenshots] [--image assets/examples/coffee.jpg]
+    python scripts/screenshots.py [--out screenshots] [--weights kitchenware]
+
+writes ``first_screen_1280x800.png`` and ``phone_390x844.png`` (the first screen, no click:
+the app opens on an analysed example), ``channel_trace.png`` (a pointwise channel large, its
+steps and the trace of one value), ``depthwise_trace.png``, ``guide.png``,
+``attributions.png``, ``ablations.png``, ``cost.png`` and ``dark.png``. The README's pictures
+are ``--out assets``' first two and the trace.
 """
 
 from __future__ import annotations
@@ -17,10 +23,11 @@ import time
 import urllib.request
 from pathlib import Path
 
-from playwright.sync_api import sync_playwright
+from playwright.sync_api import Page, sync_playwright
 
 ROOT = Path(__file__).resolve().parent.parent
 ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking"]
+VIEW = "?layer=block5_sepconv1&side=pointwise&channel=9"
 
 
 def _free_port() -> int:
@@ -29,7 +36,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _wait(url: str, timeout: float = 120) -> None:
+def _wait(url: str, timeout: float = 180) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -40,13 +47,22 @@ def _wait(url: str, timeout: float = 120) -> None:
     raise TimeoutError(f"{url} did not answer in {timeout} s")
 
 
+def _opened(browser, url: str, width: int, height: int, query: str = "") -> Page:
+    page = browser.new_page(viewport={"width": width, "height": height})
+    page.goto(url + query)
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('#depthwise-grid img, #pointwise-grid img')]"
+        ".filter((i) => i.complete && i.naturalWidth > 0).length === 2",
+        timeout=180_000,
+    )
+    page.wait_for_timeout(2500)
+    return page
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("screenshots"))
-    parser.add_argument("--image", type=Path, default=ROOT / "assets/examples/coffee.jpg")
     parser.add_argument("--weights", default="kitchenware")
-    parser.add_argument("--width", type=int, default=1400)
-    parser.add_argument("--size", type=int, choices=(150, 299), help="input size (native)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
 
@@ -61,49 +77,63 @@ def main() -> None:
     }
     server = subprocess.Popen([sys.executable, str(ROOT / "app.py")], env=env, cwd=ROOT)
     url = f"http://127.0.0.1:{port}/"
+    out = args.out
     try:
         _wait(url)
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=ARGS)
-            page = browser.new_page(viewport={"width": args.width, "height": 1000})
-            page.goto(url)
-            if args.size:
-                page.get_by_label(str(args.size), exact=True).check()
-            page.locator("input[type=file]").first.set_input_files(str(args.image))
-            page.wait_for_selector("#depthwise-grid img", timeout=120_000)
-            page.get_by_label("middle").check()
-            page.wait_for_timeout(2500)
-            page.locator("#pointwise-grid img").first.click(position={"x": 200, "y": 140})
+            page = _opened(browser, url, 1280, 800)
+            page.screenshot(path=str(out / "first_screen_1280x800.png"))
+            page.close()
+
+            page = _opened(browser, url, 390, 844)
+            page.screenshot(path=str(out / "phone_390x844.png"))
+            page.close()
+
+            page = _opened(browser, url, 1280, 800, VIEW)
+            page.locator("#channel-view img").click(position={"x": 150, "y": 120})
+            page.locator("#trace-chart .js-plotly-plot").wait_for(timeout=60_000)
             page.wait_for_timeout(2000)
-            page.screenshot(path=str(args.out / "activations.png"), full_page=True)
+            page.locator("#channel-view").scroll_into_view_if_needed()
+            page.screenshot(path=str(out / "channel_trace.png"), full_page=True)
+            page.close()
+
+            page = _opened(browser, url, 1280, 800, VIEW.replace("pointwise", "depthwise"))
+            page.locator("#channel-view img").click(position={"x": 150, "y": 120})
+            page.locator("#trace-chart .js-plotly-plot").wait_for(timeout=60_000)
+            page.wait_for_timeout(2000)
+            page.screenshot(path=str(out / "depthwise_trace.png"), full_page=True)
+
+            page.locator("#tour-pointwise").click()
+            page.locator("#guide-figure .js-plotly-plot").wait_for(timeout=120_000)
+            page.wait_for_timeout(1500)
+            page.screenshot(path=str(out / "guide.png"), full_page=True)
 
             page.get_by_role("tab", name="Attributions").click()
-            page.get_by_role("button", name="Compute").click()
-            page.wait_for_timeout(1000)
-            page.get_by_text("Integrated Gradients", exact=False).last.wait_for(timeout=120_000)
-            page.wait_for_timeout(20_000)
-            page.screenshot(path=str(args.out / "attributions.png"), full_page=True)
+            page.wait_for_function(
+                "() => document.querySelectorAll('#gradcam-strip img').length >= 14",
+                timeout=120_000,
+            )
+            page.wait_for_timeout(2000)
+            page.screenshot(path=str(out / "attributions.png"), full_page=True)
 
             page.get_by_role("tab", name="Ablations").click()
             page.get_by_role("button", name="Run ablation").click()
-            page.wait_for_selector(".js-plotly-plot", timeout=60_000)
-            page.wait_for_timeout(2000)
-            page.screenshot(path=str(args.out / "ablations.png"), full_page=True)
+            page.wait_for_timeout(15_000)
+            page.screenshot(path=str(out / "ablations.png"), full_page=True)
 
             page.get_by_role("tab", name="Cost").click()
-            page.get_by_role("button", name="Measure on this machine", exact=False).click()
-            page.wait_for_timeout(90_000)
-            page.screenshot(path=str(args.out / "cost.png"), full_page=True)
+            page.wait_for_timeout(3000)
+            page.screenshot(path=str(out / "cost.png"), full_page=True)
+            page.close()
 
-            page.get_by_role("tab", name="Export").click()
-            page.get_by_role("button", name="Build zip").click()
-            page.wait_for_timeout(8000)
-            page.screenshot(path=str(args.out / "export.png"), full_page=True)
+            page = _opened(browser, url, 1280, 800, VIEW + "&__theme=dark")
+            page.screenshot(path=str(out / "dark.png"), full_page=True)
             browser.close()
     finally:
         server.terminate()
         server.wait(timeout=30)
-    print(f"screenshots in {args.out}/")
+    print(f"screenshots in {out}/")
 
 
 if __name__ == "__main__":

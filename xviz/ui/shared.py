@@ -253,7 +253,9 @@ def on_page_load(shared: Shared, demo: gr.Blocks) -> None:
 
     @ui_errors
     def load(dark: bool, request: gr.Request) -> dict:
-        params = ViewParams.parse(dict(request.query_params) if request else {}, tab_ids)
+        query = dict(request.query_params) if request else {}
+        params = ViewParams.parse(query, tab_ids)
+        asked_tab = query.get("tab") == params.tab
         size = params.size or explorer.native_size
         session = explorer.start(str(names[params.example]), size)
         analysis = explorer.analysis(session)
@@ -277,8 +279,9 @@ def on_page_load(shared: Shared, demo: gr.Blocks) -> None:
             shared.block: gr.update(choices=ex.blocks_of(ex.flow_of(block)), value=block),
             shared.layer: gr.update(choices=ex.layers_of(block), value=layer),
             shared.netmap: network_map_html(block, size),
-            shared.tabs: gr.Tabs(selected=params.tab),
-            shared.tab: params.tab,
+            # Only a link's tab: the visitor may have opened another while this loaded.
+            shared.tabs: gr.Tabs(selected=params.tab) if asked_tab else gr.skip(),
+            shared.tab: params.tab if asked_tab else gr.skip(),
         } | _render(eager, session, values)
 
     outputs = {
