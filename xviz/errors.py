@@ -19,3 +19,7 @@ class AnalysisError(XvizError):
 
 class Cancelled(XvizError):
     """A long computation was cancelled by its caller."""
+
+
+class AtlasError(XvizError):
+    """A dataset atlas could not be built, or a directory is not a complete xviz atlas."""
