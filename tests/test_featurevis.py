@@ -155,3 +155,14 @@ def test_contact_sheet_has_one_labelled_tile_per_channel(model):
     # The first tile is the first picture, pixel for pixel.
     assert np.array_equal(np.asarray(sheet)[4 : 4 + 71, 4 : 4 + 71], vis.images[0])
     assert isinstance(xviz.Visualization, type)
+
+
+def test_redirected_relu_gradient_as_lucid_defines_it():
+    x = torch.tensor([[1.0, -2.0, -3.0], [-1.0, -2.0, -3.0]], requires_grad=True)
+    (grad,) = torch.autograd.grad(
+        featurevis._RedirectedReLU.apply(x), x, torch.tensor([[-1.0, -1.0, 1.0]] * 2)
+    )
+    # Row 0: the ReLU passes gradient (x > 0 somewhere), so it is the plain ReLU gradient.
+    # Row 1: nothing passes; the gradient that would raise a negative input (< 0) gets through.
+    assert grad.tolist() == [[-1.0, 0.0, 0.0], [-1.0, -1.0, 0.0]]
+    assert featurevis._RedirectedReLU.apply(x).tolist() == torch.relu(x).tolist()

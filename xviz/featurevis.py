@@ -19,6 +19,10 @@ as possible. The method is that of Olah, Mordvintsev and Schubert, "Feature Visu
   jitter 8 and 4 px, scale 0.9-1.1, rotation -10..10 degrees). Here all three are one
   ``F.affine_grid`` / ``F.grid_sample`` per step.
 - Adam with learning rate 0.05 (``render.py``, ``make_optimizer``).
+- For the first 16 steps, a ReLU whose gradient is zero for the whole image lets through
+  the gradient that would switch it on (``overrides/redirected_relu_grad.py``): a channel
+  fed by a ReLU that a grey start leaves off everywhere (a depthwise channel in the middle
+  flow, say) gets no gradient at all otherwise and never takes off.
 
 Each channel draws its initial image and its transformations from its own generator, seeded
 from ``seed`` and the channel number, so a channel's picture does not depend on which other
@@ -31,7 +35,9 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Hashable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 import torch
@@ -41,7 +47,9 @@ from torch import nn
 from xviz.analysis import map_channels, map_kind, map_modules, model_device, weights_name
 from xviz.cache import AnalysisCache, weights_id
 from xviz.errors import AnalysisError, Cancelled
-from xviz.hooks import eval_mode, model_lock
+
+# _Hooks is the base of Capture and Rewrite; the ReLU override needs the module's input.
+from xviz.hooks import _Hooks, eval_mode, model_lock
 from xviz.model import Xception
 from xviz.preprocess import from_uint8
 from xviz.truncated import forward_until
@@ -62,6 +70,7 @@ SPECTRUM_DIVISOR = 4.0
 JITTER_PX = 8
 SCALE_RANGE = (0.9, 1.1)
 ROTATION_DEG = 10.0
+REDIRECT_STEPS = 16  # Lucid's redirected ReLU gradient: the first 16 steps
 # The square root of ImageNet's RGB correlation matrix, from Lucid's param/color.py.
 _COLOR_SQRT = torch.tensor([[0.26, 0.09, 0.02], [0.27, 0.00, -0.05], [0.27, -0.09, 0.03]])
 COLOR_MIX = _COLOR_SQRT / _COLOR_SQRT.norm(dim=0).max()
@@ -151,6 +160,41 @@ def robust_view(rgb: torch.Tensor, generators: Sequence[torch.Generator]) -> tor
     return moved + 0.5
 
 
+class _RedirectedReLU(torch.autograd.Function):
+    """ReLU whose backward, for an image where the ReLU passes no gradient at all, lets
+    through the gradient that pushes negative inputs up (Lucid's ``redirected_relu_grad``;
+    gradients are of the loss, so "up" is a negative gradient)."""
+
+    @staticmethod
+    def forward(ctx: torch.autograd.function.FunctionCtx, x: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x)
+        return x.clamp(min=0)
+
+    @staticmethod
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor) -> torch.Tensor:
+        (x,) = ctx.saved_tensors
+        negative = x < 0
+        relu_grad = grad.masked_fill(negative, 0)
+        redirected = grad.masked_fill(negative & (grad > 0), 0)
+        blocked = relu_grad.flatten(1).norm(dim=1) == 0  # (B,): nothing gets through
+        return torch.where(blocked.view(-1, *([1] * (grad.dim() - 1))), redirected, relu_grad)
+
+
+class _RedirectReLUs(_Hooks):
+    """Forward hooks that recompute every ``nn.ReLU``'s output with :class:`_RedirectedReLU`
+    from its input (so the gradient bypasses the ReLU's own backward); removed on exit."""
+
+    def __init__(self, model: nn.Module) -> None:
+        relus = {name: m for name, m in model.named_modules() if isinstance(m, nn.ReLU)}
+        super().__init__(relus)
+
+    def _hook(self, name: str) -> Callable[[nn.Module, Any, torch.Tensor], torch.Tensor]:
+        def hook(module: nn.Module, inputs: Any, output: torch.Tensor) -> torch.Tensor:
+            return _RedirectedReLU.apply(inputs[0])
+
+        return hook
+
+
 def _channel_seed(seed: int, channel: int) -> int:
     return (seed * 1_000_003 + channel) % 2**63
 
@@ -231,7 +275,9 @@ def visualize(
                         f"Feature visualization was cancelled after {step} of {steps} steps."
                     )
                 x = robust_view(image(), generators) * 2 - 1  # (k, 3, S, S) in [-1, 1]
-                activation = forward_until(model, x, module, keep=live)[map_name]
+                redirect = _RedirectReLUs(model) if step < REDIRECT_STEPS else nullcontext()
+                with redirect:
+                    activation = forward_until(model, x, module, keep=live)[map_name]
                 objective = activation[rows, index].mean(dim=(1, 2))  # (k,)
                 # Gradient of the image only: nothing is accumulated on the model's weights.
                 (image.spectrum.grad,) = torch.autograd.grad(-objective.sum(), [image.spectrum])

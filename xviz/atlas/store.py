@@ -245,8 +245,20 @@ def write_atlas(
         },
         schema=TABLE_SCHEMA.with_metadata({METADATA_KEY: json.dumps(metadata).encode()}),
     )
-    # Dictionary encoding (pyarrow's default) stores each map name and source once.
-    pq.write_table(table, directory / TABLE_FILE, compression="zstd")
+    # Map names and sources are dictionary-encoded (each stored once); the float scores
+    # compress to about two thirds with byte-stream-split, the sorted integers with deltas.
+    pq.write_table(
+        table,
+        directory / TABLE_FILE,
+        compression="zstd",
+        compression_level=19,
+        use_dictionary=["map", "source"],
+        column_encoding={
+            "score": "BYTE_STREAM_SPLIT",
+            "channel": "DELTA_BINARY_PACKED",
+            "crop": "DELTA_BINARY_PACKED",
+        },
+    )
     crops_table = pa.table(
         {"crop": pa.array(np.arange(len(crops), dtype=np.int32)), "jpeg": pa.array(crops)},
         schema=CROPS_SCHEMA.with_metadata({METADATA_KEY: json.dumps({"format": FORMAT}).encode()}),
