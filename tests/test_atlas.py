@@ -175,7 +175,8 @@ def test_engines_give_the_same_atlas(atlases):
             np.testing.assert_allclose([e.score for e in a], [e.score for e in b], rtol=1e-6)
     reasons = sorted(reason for _, reason in ray.metadata["skipped_examples"])
     assert reasons == sorted(reason for _, reason in local.metadata["skipped_examples"])
-    assert "not an image" in reasons[1] and "damaged or incomplete" in reasons[0]
+    assert any("not an image" in r for r in reasons)
+    assert any("damaged or incomplete" in r for r in reasons)
 
 
 def _partial(sources: list[str], scores: np.ndarray, k: int) -> TopK:

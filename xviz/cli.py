@@ -170,12 +170,12 @@ class ProgressBar:
     """A one-line progress bar on ``stream``: done/total, images/s, time left. Redrawn in
     place on a terminal; elsewhere (logs) one line per tenth of the work."""
 
-    def __init__(self, total: int, stream: TextIO = sys.stderr, width: int = 24) -> None:
+    def __init__(self, total: int, stream: TextIO | None = None, width: int = 24) -> None:
         self.total = total
-        self.stream = stream
+        self.stream = sys.stderr if stream is None else stream
         self.width = width
         self.started = time.monotonic()
-        self.interactive = stream.isatty()
+        self.interactive = self.stream.isatty()
         self._last_tenth = -1
 
     def __call__(self, fraction: float, message: str) -> None:

@@ -92,7 +92,8 @@ def crop_jpeg(pixels: np.ndarray, box: Sequence[int], crop_px: int) -> bytes:
         shape = (max(1, round(crop.width * scale)), max(1, round(crop.height * scale)))
         crop = crop.resize(shape, Image.LANCZOS)
     buffer = io.BytesIO()
-    crop.save(buffer, format="JPEG", quality=CROP_QUALITY, optimize=True)
+    # 4:4:4 (no chroma subsampling): small crops keep their colours.
+    crop.save(buffer, format="JPEG", quality=CROP_QUALITY, optimize=True, subsampling=0)
     return buffer.getvalue()
 
 
