@@ -170,7 +170,9 @@ def _flow(name: str) -> str:
     return BLOCKS[block].flow
 
 
-def excite(model: xviz.Xception, per_group: int, steps: int | None) -> None:
+def excite(
+    model: xviz.Xception, per_group: int, steps: int | None, flows: list[str] | None = None
+) -> None:
     analyses = [xviz.analyze(model, p, size=150) for p in photos()]
     rng = random.Random(0)
     print(
@@ -181,7 +183,7 @@ def excite(model: xviz.Xception, per_group: int, steps: int | None) -> None:
     )
     sepconv_maps = [n for n in xviz.MAP_NAMES if "." in n]
     summary = []
-    for flow in ("entry", "middle", "exit"):
+    for flow in flows or ("entry", "middle", "exit"):
         for half in ("depthwise", "pointwise"):
             names = [n for n in sepconv_maps if _flow(n) == flow and n.endswith(half)]
             picks: dict[str, list[int]] = {}
@@ -215,6 +217,7 @@ def main() -> None:
     parser.add_argument("--copies", type=int, default=3, help="copies of the 22 photos (3)")
     parser.add_argument("--per-group", type=int, default=6, help="channels per flow/half (6)")
     parser.add_argument("--steps", type=int, default=None, help="feature-vis steps (default)")
+    parser.add_argument("--flows", nargs="*", default=None, help="excite: entry middle exit")
     args = parser.parse_args()
     model = xviz.load_model("kitchenware", device="cpu")
     torch.manual_seed(0)
@@ -226,7 +229,7 @@ def main() -> None:
     if args.part in ("featurevis", "all"):
         featurevis_speed(model)
     if args.part in ("excite", "all"):
-        excite(model, args.per_group, args.steps)
+        excite(model, args.per_group, args.steps, args.flows)
 
 
 if __name__ == "__main__":
