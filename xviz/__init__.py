@@ -1,15 +1,25 @@
 """xviz: see inside a pretrained Xception.
 
 Public API: ``load_model``, ``preprocess``, ``analyze``, ``attribute``, ``ablate``,
-``predict``, ``explain_value``, the model and its metadata, errors.
+``predict``, ``explain_value``, ``visualize`` (feature visualization), ``build_atlas`` /
+``load_atlas`` (dataset atlas), the model and its metadata, errors.
 """
 
 from xviz.ablation import Ablation, AblationResult, ablate, ablated
 from xviz.analysis import MAP_NAMES, Analysis, Map, Prediction, SepConvMaps, analyze
+from xviz.atlas import Atlas, Example, build_atlas, default_atlas, load_atlas
 from xviz.attribution import LAYER_METHODS, METHODS, Attribution, attribute
 from xviz.cache import AnalysisCache
 from xviz.devices import resolve_device
-from xviz.errors import AnalysisError, Cancelled, ImageError, WeightsError, XvizError
+from xviz.errors import (
+    AnalysisError,
+    AtlasError,
+    Cancelled,
+    ImageError,
+    WeightsError,
+    XvizError,
+)
+from xviz.featurevis import Visualization, VisualizationCache, visualize
 from xviz.hooks import Capture, model_lock
 from xviz.inference import predict
 from xviz.model import BLOCK_SPECS, BLOCKS, FLOWS, SEPCONV_NAMES, Xception
@@ -37,14 +47,19 @@ __all__ = [
     "Analysis",
     "AnalysisCache",
     "AnalysisError",
+    "Atlas",
+    "AtlasError",
     "Attribution",
     "Cancelled",
     "Capture",
+    "Example",
     "ImageError",
     "Map",
     "Prediction",
     "SepConvMaps",
     "ValueTrace",
+    "Visualization",
+    "VisualizationCache",
     "WeightsError",
     "WeightsSource",
     "Xception",
@@ -53,7 +68,10 @@ __all__ = [
     "ablated",
     "analyze",
     "attribute",
+    "build_atlas",
+    "default_atlas",
     "explain_value",
+    "load_atlas",
     "load_image",
     "load_model",
     "locate_weights",
@@ -62,4 +80,5 @@ __all__ = [
     "preprocess",
     "resolve_device",
     "save_safetensors",
+    "visualize",
 ]

@@ -1,6 +1,8 @@
-"""Command line: ``python -m xviz predict IMAGE... [--weights W] [--top K] [--json]``.
+"""Command line: ``python -m xviz predict IMAGE... [--weights W] [--top K] [--json]`` and
+``python -m xviz atlas IMAGES_DIR --out OUT [--size 150] [--top 9] [--maps GLOB]
+[--engine local|ray] [--ray-address ADDR] [--weights NAME|PATH]``.
 
-One subcommand per task (``predict`` for now); each is a ``_cmd_*`` function taking the parsed
+One subcommand per task; each is a ``_cmd_*`` function taking the parsed
 arguments and returning the exit status. Errors xviz raises on purpose are printed as one line
 on stderr, without a traceback.
 """
@@ -8,15 +10,20 @@ on stderr, without a traceback.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import logging
 import sys
+import time
 from dataclasses import asdict
+from typing import TextIO
 
 import torch
 
+from xviz.atlas import ENGINES, build_atlas, list_images
+from xviz.atlas.ray_engine import INSTALL_HINT
 from xviz.devices import resolve_device
-from xviz.errors import WeightsError, XvizError
+from xviz.errors import AtlasError, WeightsError, XvizError
 from xviz.preprocess import preprocess
 from xviz.weights import WEIGHTS_NAMES, load_model
 
@@ -64,6 +71,35 @@ def build_parser() -> argparse.ArgumentParser:
         help="input side in pixels (default: the weights' own, 299, or 150 for kitchenware)",
     )
     predict.set_defaults(run=_cmd_predict)
+
+    atlas = commands.add_parser(
+        "atlas",
+        help="find the images that excite each channel most (a dataset atlas)",
+        description="Scan a directory of images and write, for every channel of every map, "
+        "its top images with the region each maximum sees (a Parquet atlas directory). "
+        "Unreadable images are skipped and counted.",
+    )
+    atlas.add_argument("images", metavar="IMAGES_DIR", help="directory of images (recursive)")
+    atlas.add_argument("--out", required=True, help="atlas directory to write")
+    atlas.add_argument("--size", type=_positive_int, default=150, help="input side (150)")
+    atlas.add_argument("--top", type=_positive_int, default=9, help="images per channel (9)")
+    atlas.add_argument(
+        "--maps", default=None, metavar="GLOB", help="maps to cover, e.g. 'block5*' (all 88)"
+    )
+    atlas.add_argument("--engine", choices=ENGINES, default="local", help="local (default) or ray")
+    atlas.add_argument(
+        "--ray-address", default=None, help="Ray cluster address (default: start a local one)"
+    )
+    atlas.add_argument(
+        "--weights",
+        default="auto",
+        help=f"{', '.join(WEIGHTS_NAMES)}, a weights file, or auto (default)",
+    )
+    atlas.add_argument(
+        "--device", type=_device, default="auto", help="auto (default), cpu, cuda, cuda:N, mps"
+    )
+    atlas.add_argument("--batch", type=_positive_int, default=16, help="images per batch (16)")
+    atlas.set_defaults(run=_cmd_atlas)
     return parser
 
 
@@ -128,3 +164,82 @@ def _cmd_predict(args: argparse.Namespace) -> int:
                 for entry in result["top"]:
                     print(f"  {entry['probability']:7.2%}  {entry['label']}")
     return 1 if failed else 0
+
+
+class ProgressBar:
+    """A one-line progress bar on ``stream``: done/total, images/s, time left. Redrawn in
+    place on a terminal; elsewhere (logs) one line per tenth of the work."""
+
+    def __init__(self, total: int, stream: TextIO | None = None, width: int = 24) -> None:
+        self.total = total
+        self.stream = sys.stderr if stream is None else stream
+        self.width = width
+        self.started = time.monotonic()
+        self.interactive = self.stream.isatty()
+        self._last_tenth = -1
+
+    def __call__(self, fraction: float, message: str) -> None:
+        elapsed = max(time.monotonic() - self.started, 1e-9)
+        done = round(fraction * self.total)
+        rate = done / elapsed
+        left = (self.total - done) / rate if rate > 0 else float("nan")
+        filled = round(fraction * self.width)
+        line = (
+            f"[{'#' * filled}{'.' * (self.width - filled)}] {message} | "
+            f"{rate:.1f} images/s | ETA {_duration(left)}"
+        )
+        if self.interactive:
+            self.stream.write(f"\r{line}\033[K")
+        elif int(fraction * 10) > self._last_tenth:
+            self._last_tenth = int(fraction * 10)
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.interactive:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def _duration(seconds: float) -> str:
+    if seconds != seconds:  # NaN: no rate yet
+        return "?"
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+
+
+def _cmd_atlas(args: argparse.Namespace) -> int:
+    if args.engine == "ray" and importlib.util.find_spec("ray") is None:
+        raise AtlasError(INSTALL_HINT)
+    sources = list_images(args.images)
+    if not sources:
+        raise AtlasError(f"No images found in {args.images}.")
+    model = load_model(args.weights, device=args.device)
+    bar = ProgressBar(len(sources))
+    try:
+        atlas = build_atlas(
+            model,
+            sources,
+            args.out,
+            size=args.size,
+            top_k=args.top,
+            maps=args.maps,
+            engine=args.engine,
+            ray_address=args.ray_address,
+            progress=bar,
+            batch_size=args.batch,
+        )
+    finally:
+        bar.close()
+    for source, reason in atlas.metadata["skipped_examples"]:
+        print(f"{PROG}: skipped {source}: {reason}", file=sys.stderr)
+    if atlas.skipped > len(atlas.metadata["skipped_examples"]):
+        more = atlas.skipped - len(atlas.metadata["skipped_examples"])
+        print(f"{PROG}: ... and {more} more skipped", file=sys.stderr)
+    print(
+        f"atlas: {atlas.images} images ({atlas.skipped} skipped), {len(atlas.maps)} maps, "
+        f"top {atlas.per_channel} per channel, {len(atlas.crops)} crops, weights "
+        f"{atlas.metadata['weights']}, {args.size}x{args.size} -> {atlas.path}"
+    )
+    return 0

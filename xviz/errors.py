@@ -21,6 +21,10 @@ class Cancelled(XvizError):
     """A long computation was cancelled by its caller."""
 
 
+class AtlasError(XvizError):
+    """A dataset atlas could not be built, or a directory is not a complete xviz atlas."""
+
+
 def short(value: object, limit: int = 80) -> str:
     """``repr``-like text of ``value`` (an exception: its type and message) at most ``limit``
     characters long: for echoing what a client sent into a message or a log line."""
