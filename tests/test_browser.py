@@ -369,3 +369,20 @@ def test_compare_shows_the_same_channel_of_two_images_on_one_scale(browser, serv
     assert page.locator("#compare-maps img").count() == 2
     page.screenshot(path=str(shots / "compare.png"), full_page=True)
     page.close()
+
+
+def test_a_channel_shows_what_it_responds_to(browser, served_app, shots):
+    """Dataset examples at once (the shipped atlas does not fit a random model: it says so);
+    the feature visualization when asked, and it is kept for the next time."""
+    url, _ = served_app
+    page = open_page(browser, url, query="?layer=block2_sepconv1&side=depthwise&channel=3")
+    page.locator("#featvis-make").click()
+    page.locator("#featvis img").wait_for(timeout=180_000)
+    page.screenshot(path=str(shots / "responds.png"), full_page=True)
+    assert "atlas" in page.locator("#responds").inner_text()
+    page.locator("#depthwise-grid .xviz-tile").nth(4).click()  # another channel: no picture
+    page.locator("#channel-stats").get_by_text("channel 4").wait_for()
+    page.locator("#featvis img").wait_for(state="detached", timeout=30_000)
+    page.locator("#depthwise-grid .xviz-tile").nth(3).click()  # back: the kept picture
+    page.locator("#featvis img").wait_for(timeout=30_000)
+    page.close()

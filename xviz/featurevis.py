@@ -352,6 +352,20 @@ class VisualizationCache:
             elapsed_s=time.perf_counter() - started,
         )
 
+    def cached(
+        self,
+        model: Xception,
+        map_name: str,
+        channel: int,
+        size: int = 150,
+        steps: int | None = None,
+        seed: int = 0,
+    ) -> Visualization | None:
+        """The channel's visualization if it was made before, without computing anything."""
+        steps = DEFAULT_STEPS if steps is None else steps
+        key = ("featurevis", weights_id(model), map_name, int(channel), size, steps, seed)
+        return self._entries.get(key)
+
     def clear(self) -> None:
         self._entries.clear()
 

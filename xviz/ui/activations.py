@@ -142,7 +142,7 @@ def build(shared: Shared) -> Activations:
         number = gr.Number(
             0, label="Channel shown large", precision=0, minimum=0, info="type a number, Enter"
         )
-    panel = channel_panel.build(shared)
+    panel = channel_panel.build(shared, sort, page)
 
     cache: OrderedDict[tuple, tuple[Shown, Shown, ex.LayerView]] = OrderedDict()
     lock = threading.Lock()
@@ -310,7 +310,7 @@ def build(shared: Shared) -> Activations:
         if session is None:
             return [gr.skip()] * (2 + len(view_out) + len(panel.outputs))
         opened = panel.open(session, layer, which, chosen, cmap, overlay, dark)
-        chosen = opened[-1][2]  # the panel's shown channel, checked
+        chosen = panel.shown_in(opened)[2]  # the channel shown, checked by the panel
         grids = views(session, layer, sort, page, cmap, scale, overlay, which, chosen)
         return [which, chosen, *grids, *opened]
 
@@ -351,7 +351,7 @@ def build(shared: Shared) -> Activations:
         # The weights chart: the same channel, its steps through that depthwise channel.
         _, which, chosen, _ = shown
         steps = panel.steps(session, layer, which, chosen, evt.channel, dark)
-        partner = steps[-1][3]
+        partner = panel.shown_in(steps)[3]
         grids = views(session, *view, which, chosen)
         if which == "right":  # the followed depthwise channel outlined in the left grid
             grids[0] = grid_html(rendered(session, *view)[0], partner, [])

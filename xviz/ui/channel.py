@@ -12,6 +12,7 @@ by step, and how one of its values is made, term by term.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +24,9 @@ from xviz.model import SEPCONV_BLOCK
 from xviz.server import ui_errors
 from xviz.trace import explain_value, sepconv_steps
 from xviz.trace_plots import steps_figures, trace_figure
+from xviz.ui import responds
 from xviz.ui.js import PLOT_CLICKS, POSITION_CLICKS
+from xviz.ui.responds import RespondsPanel
 from xviz.ui.shared import VIEW_EVENTS, Shared
 
 TRACE_CHART = "trace-chart"
@@ -49,13 +52,19 @@ class ChannelPanel:
     shown: gr.State  # (layer, side, channel, partner) of the panel, or None
     bridge: gr.HTML
     shared: Shared
+    responds: RespondsPanel
+    respond: Callable[..., list[Any]]  # values of responds.outputs for a channel just opened
 
     @property
     def outputs(self) -> list[gr.Component]:
         return [
             self.picture_output, self.stats, self.steps_row, *self.step_plots, self.trace_box,
-            self.trace_plot, self.trace_text, self.shown,
+            self.trace_plot, self.trace_text, self.shown, *self.responds.outputs,
         ]  # fmt: skip
+
+    def shown_in(self, values: list[Any]) -> tuple:
+        """What the panel shows, (layer, side, channel, partner), from its output values."""
+        return values[self.outputs.index(self.shown)]
 
     def values(self, given: dict) -> list[Any]:
         """``given`` ({component: value}) in the order of ``outputs``; the rest stays."""
@@ -70,6 +79,7 @@ class ChannelPanel:
                 self.trace_box: gr.update(visible=False),
                 self.trace_text: "",
                 self.shown: None,
+                **dict.fromkeys(self.responds.outputs),
             }
         )
 
@@ -103,6 +113,13 @@ class ChannelPanel:
             self.picture_output: self.picture(view),
             self.trace_box: gr.update(visible=False),
             self.trace_text: "",
+            **dict(
+                zip(
+                    self.responds.outputs,
+                    self.respond(session, layer, side, view.channel),
+                    strict=True,
+                )
+            ),
         }
         if layer not in SEPCONV_BLOCK:
             note = " Steps and value traces are shown for the separable convolutions."
@@ -161,8 +178,9 @@ class ChannelPanel:
         )
 
 
-def build(shared: Shared) -> ChannelPanel:
-    """The panel's layout; Activations wires the picking, the panel its own clicks."""
+def build(shared: Shared, sort: gr.Radio, page: gr.Number) -> ChannelPanel:
+    """The panel's layout; Activations wires the picking, the panel its own clicks
+    (``sort`` and ``page``: the grids', for the page's feature visualizations)."""
     with gr.Row(equal_height=False):
         with gr.Column(scale=2, min_width=260):
             picture = gr.HTML(js_on_load=POSITION_CLICKS, elem_id="channel-view")
@@ -195,9 +213,10 @@ def build(shared: Shared) -> ChannelPanel:
         ]
     shown = gr.State(None)
     bridge = gr.HTML("", js_on_load=PLOT_CLICKS, elem_id="plot-clicks", padding=False)
+    responds_panel, respond = responds.build(shared, shown, sort, page)
     return ChannelPanel(
         picture, stats, steps_row, step_plots, trace_box, trace_plot, trace_text, shown,
-        bridge, shared,
+        bridge, shared, responds_panel, respond,
     )  # fmt: skip
 
 
