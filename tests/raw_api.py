@@ -77,13 +77,19 @@ def dependency(config: dict, elem_id: str) -> tuple[int, int]:
 
 
 def join(
-    url: str, fn_index: int, data: list[Any], session_hash: str, trigger_id: int | None = None
+    url: str,
+    fn_index: int,
+    data: list[Any],
+    session_hash: str,
+    trigger_id: int | None = None,
+    event_data: Any = None,
 ) -> Outcome:
-    """Run event ``fn_index`` as the browser does, for the session ``session_hash``."""
+    """Run event ``fn_index`` as the browser does, for the session ``session_hash``, with the
+    ``event_data`` a page script would send (a clicked channel, block, position)."""
     base = url.rstrip("/")
     body = {
         "data": data,
-        "event_data": None,
+        "event_data": event_data,
         "fn_index": fn_index,
         "trigger_id": trigger_id,
         "session_hash": session_hash,
@@ -108,3 +114,13 @@ def join(
 
 def new_session() -> str:
     return uuid.uuid4().hex[:11]
+
+
+def default_data(config: dict, fn_index: int) -> list[Any]:
+    """The values a fresh page sends for event ``fn_index``'s inputs (states as null)."""
+    components = {c["id"]: c for c in config["components"]}
+    dep = next(d for d in config["dependencies"] if d["id"] == fn_index)
+    return [
+        None if components[i]["type"] == "state" else components[i]["props"].get("value")
+        for i in dep["inputs"]
+    ]

@@ -18,12 +18,13 @@ import os
 from pathlib import Path
 
 import gradio.processing_utils
+import httpx
 import numpy as np
 import pytest
 import torch
 from gradio_client import Client, handle_file
 from PIL import Image
-from raw_api import Outcome, call, new_session
+from raw_api import Outcome, call, default_data, dependency, join, new_session
 
 from xviz.preprocess import preprocess
 from xviz.server import NO_URLS, NOT_AN_UPLOAD
@@ -297,3 +298,41 @@ def test_a_page_past_the_last_shows_the_last(served_app, session) -> None:
     assert outcome.success, outcome.error
     *_, title, page = outcome.data
     assert page == 12 and "Page 12/12" in title  # 728 channels, 64 a page
+
+
+# ------------------------------------------------------------ the page scripts' events
+
+
+@pytest.mark.parametrize(
+    ("elem_id", "event_data"),
+    [
+        ("depthwise-grid", {"channel": "9; rm -rf /"}),
+        ("depthwise-grid", {"channel": -5}),
+        ("depthwise-grid", {"channel": 10**12}),
+        ("depthwise-grid", {"channel": None}),
+        ("depthwise-grid", {"not": "a channel"}),
+        ("netmap", {"block": "../../etc/passwd"}),
+        ("netmap", {"block": ["block5"]}),
+        ("channel-view", {"y": "a", "x": 2}),
+        ("channel-view", {"y": 10**9, "x": -1}),
+        ("plot-clicks", {"chart": "trace-chart", "channel": "x"}),
+        ("plot-clicks", {"chart": "steps-weights", "channel": 10**6}),
+    ],
+)
+def test_what_a_page_script_reports_is_checked(served_app, photo, elem_id, event_data) -> None:
+    """A click's data (channel, block, position) comes from the page, so a client can send
+    anything: it is refused with a message, never a path or a crash; the server serves on."""
+    url, explorer = served_app
+    session = new_session()
+    image = {"path": None, "url": data_url(photo.read_bytes()), "meta": META}
+    assert call(url, "analyze", analyze_args(image), session_hash=session).success
+    config = httpx.get(f"{url}config").json()
+    tile_index, tile_trigger = dependency(config, "depthwise-grid")
+    data = default_data(config, tile_index)
+    opened = join(url, tile_index, data, session, tile_trigger, {"channel": 3})
+    assert opened.success, opened.error  # a channel shown: the position and bar clicks apply
+    fn_index, trigger = dependency(config, elem_id)
+    outcome = join(url, fn_index, default_data(config, fn_index), session, trigger, event_data)
+    if not outcome.success:
+        assert_says_nothing_of_the_server(outcome.error)
+    assert_serving(url, photo, explorer.model)

@@ -156,8 +156,8 @@ def fraction(value: Any, what: str, low: float = 0.0, high: float = 1.0) -> floa
 
 def layers_of(block: str) -> list[str]:
     """The layers one can open in ``block``: its separable convs, then its plain convs."""
-    if block not in BLOCKS:
-        raise AnalysisError(f"Unknown block {block!r}: use 'block1' to 'block14'.")
+    if not isinstance(block, str) or block not in BLOCKS:
+        raise AnalysisError(f"Unknown block {short(block, 40)}: use 'block1' to 'block14'.")
     if block == "block1":
         return ["block1_conv1", "block1_conv2"]
     names = [name for name, _, _ in BLOCKS[block].sepconvs]
@@ -167,8 +167,8 @@ def layers_of(block: str) -> list[str]:
 
 
 def blocks_of(flow: str) -> list[str]:
-    if flow not in FLOWS:
-        raise AnalysisError(f"Unknown flow {flow!r}: use one of {tuple(FLOWS)}.")
+    if not isinstance(flow, str) or flow not in FLOWS:
+        raise AnalysisError(f"Unknown flow {short(flow, 40)}: use one of {tuple(FLOWS)}.")
     return list(FLOWS[flow])
 
 

@@ -282,6 +282,13 @@ def ui_errors(fn: Callable) -> Callable:
     return wrapper
 
 
+def reported(evt: gr.EventData, name: str) -> Any:
+    """What a page script reported as ``name`` with its event (None if nothing): a client can
+    send anything there, so the handler checks it like any other request value."""
+    data = getattr(evt, "_data", None)
+    return data.get(name) if isinstance(data, dict) else None
+
+
 def make_explorer(
     weights: str | None = None, device: str | None = None, cache_mb: float = CACHE_MB
 ) -> Explorer:

@@ -20,7 +20,7 @@ from xviz import explorer as ex
 from xviz import html
 from xviz.diagram import network_map_html
 from xviz.model import SEPCONV_BLOCK
-from xviz.server import ui_errors
+from xviz.server import reported, ui_errors
 from xviz.ui import channel as channel_panel
 from xviz.ui.js import COPY_LINK, TILE_CLICKS
 from xviz.ui.shared import DEFAULT_EXAMPLE, VIEW_EVENTS, Panel, Shared, ViewParams
@@ -252,7 +252,7 @@ def build(shared: Shared) -> Activations:
         session, sort, page, cmap, scale, overlay, which, chosen, dark, evt: gr.EventData
     ):
         rest = (sort, page, cmap, scale, overlay, which, chosen, dark)
-        return change_block(session, evt.block, *rest)
+        return change_block(session, reported(evt, "block"), *rest)
 
     shared.netmap.click(map_clicked, [shared.session, *after_layer], block_out, **VIEW_EVENTS)
 
@@ -323,7 +323,7 @@ def build(shared: Shared) -> Activations:
             evt: gr.EventData,
         ):  # fmt: skip
             view = (layer, sort, page, cmap, scale, overlay)
-            return pick(session, *view, which, evt.channel, dark)
+            return pick(session, *view, which, reported(evt, "channel"), dark)
 
         return clicked
 
@@ -346,11 +346,11 @@ def build(shared: Shared) -> Activations:
         if session is None or shown is None:
             return [gr.skip()] * len(pick_out)
         view = (layer, sort, page, cmap, scale, overlay)
-        if evt.chart == channel_panel.TRACE_CHART:  # open that depthwise channel
-            return pick(session, *view, "left", evt.channel, dark)
+        if reported(evt, "chart") == channel_panel.TRACE_CHART:  # open that depthwise channel
+            return pick(session, *view, "left", reported(evt, "channel"), dark)
         # The weights chart: the same channel, its steps through that depthwise channel.
         _, which, chosen, _ = shown
-        steps = panel.steps(session, layer, which, chosen, evt.channel, dark)
+        steps = panel.steps(session, layer, which, chosen, reported(evt, "channel"), dark)
         partner = panel.shown_in(steps)[3]
         grids = views(session, *view, which, chosen)
         if which == "right":  # the followed depthwise channel outlined in the left grid

@@ -21,7 +21,7 @@ import gradio as gr
 from xviz import explorer as ex
 from xviz import html
 from xviz.model import SEPCONV_BLOCK
-from xviz.server import ui_errors
+from xviz.server import reported, ui_errors
 from xviz.trace import explain_value, sepconv_steps
 from xviz.trace_plots import steps_figures, trace_figure
 from xviz.ui import responds
@@ -228,7 +228,9 @@ def wire_trace(panel: ChannelPanel, cmap: gr.Dropdown, overlay: gr.Slider) -> No
     def clicked(session, shown, cmap, overlay, dark, evt: gr.EventData):
         if session is None or shown is None:
             return [gr.skip()] * len(panel.outputs)
-        return panel.trace(session, shown, evt.y, evt.x, cmap, overlay, dark)
+        return panel.trace(
+            session, shown, reported(evt, "y"), reported(evt, "x"), cmap, overlay, dark
+        )
 
     panel.picture_output.click(
         clicked,
