@@ -38,6 +38,7 @@ from xviz.errors import AnalysisError, short
 from xviz.examples import example_names
 from xviz.model import BLOCKS, FLOWS, SEPCONV_BLOCK, Xception
 from xviz.preprocess import load_image, to_display
+from xviz.worker import ModelThread
 
 PER_PAGE = 64
 # Input sides the explorer runs: at 32 the exit flow is down to 1x1 (below 7 nothing is
@@ -370,6 +371,8 @@ class Explorer:
         self.top_k = top_k
         self.native_size = input_size(model)
         self._examples = example_names()
+        # The model's computations all run here: a warm thread (see xviz/worker.py).
+        self.thread = ModelThread()
         self._cancel: dict[str, threading.Event] = {}
         self._cancel_lock = threading.Lock()
 
@@ -404,6 +407,7 @@ class Explorer:
                 target=session.target,
                 size=session.size,
                 top_k=self.top_k,
+                run=self.thread.run,
             )
 
     def retarget(self, session: Session, label: str | None) -> Session:
