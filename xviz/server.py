@@ -126,6 +126,10 @@ def launch_options() -> dict[str, Any]:
         # The tabs' stylesheets (xviz/ui/*.css: maps, colourbars, phone layout), in order.
         "css_paths": sorted(Path(__file__).with_name("ui").glob("*.css")),
         "app_kwargs": {"middleware": [Middleware(BodyLimit)]},
+        # Gradio 6 saves every event's inputs and outputs in the visitor's browser for a
+        # "Runs" page; with xviz's many small events that store grew with each one and every
+        # later event waited on it (0.13 s -> 0.5 s after six images), and it kept photos.
+        "run_history": False,
     }
 
 

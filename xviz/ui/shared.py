@@ -12,7 +12,9 @@ from __future__ import annotations
 import itertools
 import threading
 import urllib.parse
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,6 +50,42 @@ class Panel:
     outputs: Sequence[gr.Component]
     tab: str | None = None
     on_retarget: bool = False  # rendered again when the target class changes
+    # Lazy and slow to draw: drawn in the background once an analysis is shown, so that
+    # opening its tab finds it ready (see ``Prefetched``).
+    prefetch: bool = False
+
+
+class Prefetched:
+    """Lazy panels drawn ahead in a background thread, kept by panel, analysis and inputs
+    (a few; the oldest go first). A tab that opens takes its panel from here, waiting for it
+    if it is still being drawn, instead of drawing it again."""
+
+    def __init__(self, keep: int = 16) -> None:
+        self._keep = keep
+        self._done: OrderedDict[tuple, Future] = OrderedDict()
+        self._lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="xviz-prefetch")
+
+    @staticmethod
+    def key(panel: Panel, session: ex.Session, values: Sequence[Any]) -> tuple:
+        return (id(panel), session.key, repr(values))
+
+    def start(self, panel: Panel, session: ex.Session, values: Sequence[Any]) -> None:
+        key = self.key(panel, session, values)
+        with self._lock:
+            if key in self._done:
+                return
+            self._done[key] = self._pool.submit(panel.render, session, *values)
+            while len(self._done) > self._keep:
+                self._done.popitem(last=False)
+
+    def render(self, panel: Panel, session: ex.Session, values: Sequence[Any]) -> Sequence[Any]:
+        with self._lock:
+            ahead = self._done.get(self.key(panel, session, values))
+        if ahead is not None and ahead.exception() is None:  # (waits for it to be drawn)
+            return ahead.result()
+        # Not drawn ahead, or that failed: drawn here, where an error reaches the page.
+        return panel.render(session, *values)
 
 
 @dataclass
@@ -76,6 +114,7 @@ class Shared:
     tour: gr.Row  # under the title, for the guided tour's buttons
     panels: list[Panel] = field(default_factory=list)
     tabs: gr.Tabs | None = None  # set once the tabs exist
+    prefetched: Prefetched = field(default_factory=Prefetched)
 
     def png(self, image: Any) -> str:
         """A rendered image as a served PNG file (see :class:`~xviz.files.FileStore`)."""
@@ -282,7 +321,7 @@ def on_page_load(shared: Shared, demo: gr.Blocks) -> None:
             # Only a link's tab: the visitor may have opened another while this loaded.
             shared.tabs: gr.Tabs(selected=params.tab) if asked_tab else gr.skip(),
             shared.tab: params.tab if asked_tab else gr.skip(),
-        } | _render(eager, session, values)
+        } | _render(shared, eager, session, values)
 
     outputs = {
         shared.dark, shared.session, shared.image, shared.size, shared.prediction,
@@ -314,11 +353,19 @@ def _outputs(panels: Sequence[Panel]) -> set[gr.Component]:
 
 
 def _render(
-    panels: Sequence[Panel], session: ex.Session, values: dict[gr.Component, Any]
+    shared: Shared,
+    panels: Sequence[Panel],
+    session: ex.Session,
+    values: dict[gr.Component, Any],
 ) -> dict[gr.Component, Any]:
     out: dict[gr.Component, Any] = {}
     for panel in panels:
-        rendered = panel.render(session, *(values[c] for c in panel.inputs))
+        given = [values[c] for c in panel.inputs]
+        rendered = (
+            shared.prefetched.render(panel, session, given)
+            if panel.prefetch
+            else (panel.render(session, *given))
+        )
         out |= dict(zip(panel.outputs, rendered, strict=True))
     return out
 
@@ -331,7 +378,8 @@ def analysis_events(shared: Shared) -> None:
     """
     explorer = shared.explorer
     eager = [p for p in shared.panels if p.tab is None]
-    eager_inputs = _inputs(eager)
+    ahead = [p for p in shared.panels if p.prefetch]
+    eager_inputs = _inputs([*eager, *ahead])
 
     @ui_errors
     def on_image(image, size, session, *values) -> Iterator[dict]:
@@ -354,7 +402,10 @@ def analysis_events(shared: Shared) -> None:
             ),
             shared.info: status(analysis),
         }
-        yield _render(eager, new, dict(zip(eager_inputs, values, strict=True)))
+        given = dict(zip(eager_inputs, values, strict=True))
+        yield _render(shared, eager, new, given)
+        for panel in ahead:
+            shared.prefetched.start(panel, new, [given[c] for c in panel.inputs])
 
     gr.on(
         [shared.image.change, shared.size.change],
@@ -362,6 +413,10 @@ def analysis_events(shared: Shared) -> None:
         [shared.image, shared.size, shared.session, *eager_inputs],
         {shared.session, shared.prediction, shared.target, shared.info} | _outputs(eager),
         api_name=False,
+        # Progress on the prediction alone: a timer on each of some 20 outputs repaints the
+        # page every frame, and on a small machine the browser then takes the CPU the
+        # analysis needs.
+        show_progress_on=[shared.prediction],
         **MODEL_EVENTS,
     ).then(**_lazy_event(shared))
 
@@ -376,7 +431,7 @@ def analysis_events(shared: Shared) -> None:
         analysis = explorer.analysis(session)
         given = dict(zip(retarget_inputs, values, strict=True))
         return {shared.session: session, shared.info: status(analysis)} | _render(
-            retargeted, session, given
+            shared, retargeted, session, given
         )
 
     shared.target.input(
@@ -395,14 +450,22 @@ def _lazy_event(shared: Shared, opened: str | None = None) -> dict[str, Any]:
     lazy_inputs = _inputs(lazy)
 
     @ui_errors
-    def render(session, tab, shown, *values) -> dict:
+    def render(session, tab, shown, *values) -> Iterator[dict]:
         tab = opened or tab
         out: dict[gr.Component, Any] = {shared.tab: tab}
         due = [p for p in lazy if p.tab == tab]
         if session is None or not due or shown.get(tab) == session.key:
-            return out
+            yield out
+            return
         given = dict(zip(lazy_inputs, values, strict=True))
-        return out | _render(due, session, given) | {shared.shown: {**shown, tab: session.key}}
+        # A panel at a time, each on the page as soon as it is drawn.
+        for panel in due[:-1]:
+            yield _render(shared, [panel], session, given)
+        yield (
+            out
+            | _render(shared, due[-1:], session, given)
+            | {shared.shown: {**shown, tab: session.key}}
+        )
 
     return {
         "fn": render,
