@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import gradio as gr
 
 from xviz import explorer as ex
+from xviz.errors import Cancelled
 from xviz.gradcam import REFERENCE, SCALES
 from xviz.model import BLOCKS
 from xviz.server import ui_errors
@@ -121,23 +122,38 @@ def build(shared: Shared) -> Attributions:
             (shared.png(img), caption) for img, caption in explorer.gradcam_strip(a, alpha, scale)
         ]
 
-    def cams(session, alpha, scale, block, dark) -> tuple:
-        """The strip, its legend and the enlarged block of a new analysis; the last
-        attribution (of another image or class) is cleared."""
+    def cams(session, alpha, scale) -> tuple:
+        """The strip of a new analysis and its legend."""
         a = explorer.analysis(session)
         bar, text = explorer.gradcam_legend(a, scale)
-        figure, caption = explorer.gradcam_figure(a, block, alpha, scale, dark)
-        return tiles(a, alpha, scale), bar, text, figure, caption, None, None, NOT_YET
+        return tiles(a, alpha, scale), bar, text
 
-    shared.panels.append(
+    def enlarged(session, alpha, scale, block, dark) -> tuple:
+        """The enlarged block of a new analysis; the last attribution (of another image or
+        class) is cleared."""
+        a = explorer.analysis(session)
+        figure, caption = explorer.gradcam_figure(a, block, alpha, scale, dark)
+        return figure, caption, None, None, NOT_YET
+
+    # Two panels, so that the strip is on the page before the browser draws the figure.
+    shared.panels += [
         Panel(
             cams,
-            [alpha, scale, chosen, shared.dark],
-            [strip, legend, notes, big, big_text, overlay, heatmap, text],
+            [alpha, scale],
+            [strip, legend, notes],
             tab=TAB,
             on_retarget=True,
-        )
-    )
+            prefetch=True,
+        ),
+        Panel(
+            enlarged,
+            [alpha, scale, chosen, shared.dark],
+            [big, big_text, overlay, heatmap, text],
+            tab=TAB,
+            on_retarget=True,
+            prefetch=True,
+        ),
+    ]
 
     @ui_errors
     def enlarge(session, alpha, scale, dark, evt: gr.SelectData):
@@ -186,18 +202,21 @@ def build(shared: Shared) -> Attributions:
         request: gr.Request,
         progress=gr.Progress(),  # noqa: B008
     ):
-        view = explorer.attribution(
-            session,
-            method,
-            chosen_block,
-            alpha,
-            progress=lambda f, msg: progress(f, desc=msg),
-            session_id=request.session_hash if request else "",
-            dark=dark,
-        )
+        try:
+            view = explorer.attribution(
+                session,
+                method,
+                chosen_block,
+                alpha,
+                progress=lambda f, msg: progress(f, desc=msg),
+                session_id=request.session_hash if request else "",
+                dark=dark,
+            )
+        except Cancelled:  # the last result stays, without an error over it
+            return gr.skip(), gr.skip(), gr.skip()
         return shared.png(view.overlay), view.figure, view.text
 
-    running = run_btn.click(
+    run_btn.click(
         run,
         [shared.session, method, block, alpha, shared.dark],
         [overlay, heatmap, text],
@@ -209,5 +228,7 @@ def build(shared: Shared) -> Attributions:
         explorer.cancel(request.session_hash if request else "")
         gr.Info("Cancelled: the last result stays.")
 
-    cancel_btn.click(cancel, None, None, cancels=[running], api_name=False, queue=False)
+    # No Gradio ``cancels``: killing the task can show "Error" over the kept result in the
+    # browser; the run sees its own flag at the next Captum step and ends with nothing to send.
+    cancel_btn.click(cancel, None, None, api_name=False, queue=False)
     return Attributions(alpha, strip, method, block, overlay, heatmap, text)

@@ -16,6 +16,7 @@ from PIL import Image
 
 from xviz import explorer as ex
 from xviz.atlas import default_atlas
+from xviz.errors import Cancelled
 from xviz.featurevis import VisualizationCache
 from xviz.responds import contact_sheet, examples_strip, top_examples
 from xviz.server import ui_errors
@@ -115,17 +116,20 @@ def build(
     def made(session, shown_now, request: gr.Request, progress=gr.Progress()):  # noqa: B008
         name, channel = map_of(session, shown_now)
         cancel = explorer.new_run(request.session_hash if request else "")
-        vis = visuals.visualize(
-            explorer.model,
-            name,
-            [channel],
-            SIZE,
-            progress=lambda f, msg: progress(f, desc=msg),
-            cancel=cancel.is_set,
-        )
+        try:
+            vis = visuals.visualize(
+                explorer.model,
+                name,
+                [channel],
+                SIZE,
+                progress=lambda f, msg: progress(f, desc=msg),
+                cancel=cancel.is_set,
+            )
+        except Cancelled:  # what was shown stays, without an error over it
+            return gr.skip()
         return shared.png(contact_sheet(vis, columns=1))
 
-    running = make.click(made, [shared.session, shown], picture, api_name=False, **MODEL_EVENTS)
+    make.click(made, [shared.session, shown], picture, api_name=False, **MODEL_EVENTS)
 
     @ui_errors
     def page_made(
@@ -151,15 +155,18 @@ def build(
                 done = (start + fraction * n) / len(channels)
                 progress(done, desc=f"channels {start + 1}-{start + n}: {message}")
 
-            parts.append(
-                visuals.visualize(
-                    explorer.model, name, chunk, SIZE, progress=step, cancel=cancel.is_set
+            try:
+                parts.append(
+                    visuals.visualize(
+                        explorer.model, name, chunk, SIZE, progress=step, cancel=cancel.is_set
+                    )
                 )
-            )
+            except Cancelled:
+                return gr.skip()
         sheets = [contact_sheet(part, columns=8, tile=96) for part in parts]
         return gr.update(value=shared.png(_stacked(sheets)), visible=True)
 
-    page_running = page_btn.click(
+    page_btn.click(
         page_made,
         [shared.session, shown, shared.layer, sort, page],
         page_picture,
@@ -171,7 +178,9 @@ def build(
         explorer.cancel(request.session_hash if request else "")
         gr.Info("Cancelling the feature visualization.")
 
-    stop.click(cancel, None, None, cancels=[running, page_running], api_name=False, queue=False)
+    # No Gradio ``cancels``: it can mark the outputs as failed in the browser; the run sees
+    # its own flag at its next step and ends, leaving what was shown.
+    stop.click(cancel, None, None, api_name=False, queue=False)
     return panel, show
 
 
