@@ -169,3 +169,18 @@ def test_bad_scale_or_block_is_an_analysis_error(explorer, analysis):
         explorer.gradcam_figure(analysis, "block15")
     with pytest.raises(AnalysisError, match="opacity"):
         explorer.gradcam_strip(analysis, float("nan"))
+
+
+def test_strip_thumbnails_are_the_full_tiles_scaled_down(explorer, analysis):
+    full = explorer.gradcam_strip(analysis, 0.5, "shared")
+    side = SIZE // 3
+    small = explorer.gradcam_strip(analysis, 0.5, "shared", side=side)
+    assert [c for _, c in small] == [c for _, c in full]
+    for (big, _), (thumb, _) in zip(full, small, strict=True):
+        assert thumb.size == (side, side)
+        # Each thumbnail pixel is the mean of the 3x3 full-size pixels it covers.
+        pixels = np.asarray(big, dtype=np.float64)[: side * 3, : side * 3]
+        means = pixels.reshape(side, 3, side, 3, 3).mean(axis=(1, 3))
+        assert np.abs(np.asarray(thumb, dtype=np.float64) - means).max() <= 1.0
+    same = explorer.gradcam_strip(analysis, 0.5, "shared", side=10_000)  # never scaled up
+    assert all(a.size == b.size for (a, _), (b, _) in zip(same, full, strict=True))

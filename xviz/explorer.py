@@ -523,10 +523,16 @@ class Explorer:
     # --- attributions ----------------------------------------------------------------------
 
     def gradcam_strip(
-        self, analysis: Analysis, alpha: float = 0.5, scale: str = "shared"
+        self,
+        analysis: Analysis,
+        alpha: float = 0.5,
+        scale: str = "shared",
+        side: int | None = None,
     ) -> list[tuple[Image.Image, str]]:
         """Grad-CAM of the target for all 14 blocks, entry to exit, over the image: one colour
         scale for all (``scale="shared"``) or each block its own (``"block"``); with captions.
+        ``side``: tiles at most that many pixels wide (thumbnails; the block's own values are
+        in :meth:`gradcam_figure`).
         """
         alpha = fraction(alpha, "The heatmap opacity")
         cams = gradcam.block_cams(analysis)
@@ -534,6 +540,8 @@ class Explorer:
         tiles = [
             _blend(analysis.image, c.values, "inferno", 0.0, limits[c.block], alpha) for c in cams
         ]
+        if side is not None and side < analysis.image.shape[1]:
+            tiles = [t.resize((side, side), Image.Resampling.BOX) for t in tiles]  # area means
         return list(zip(tiles, [cam_caption(cam, scale) for cam in cams], strict=True))
 
     def gradcam_legend(self, analysis: Analysis, scale: str = "shared") -> tuple[str, str]:
