@@ -34,7 +34,12 @@ DEFAULT_BLOCK = "block2"
 # Events that run the model share one worker: one model computation at a time.
 MODEL_EVENTS: dict[str, Any] = {"concurrency_id": "model", "concurrency_limit": 1}
 # Events that only render a cached analysis: answered at once, outside the queue.
-VIEW_EVENTS: dict[str, Any] = {"queue": False, "show_progress": "hidden"}
+# Not API endpoints (``api_name=False``): the HTTP API is the five documented ones.
+VIEW_EVENTS: dict[str, Any] = {"queue": False, "show_progress": "hidden", "api_name": False}
+# Drawing a tab's panels of an analysis: queued (it streams a panel at a time) but not behind
+# the model's events. Should the analysis have left the cache, recomputing it still waits for
+# the model, whose computations all run on one thread (xviz.worker).
+RENDER_EVENTS: dict[str, Any] = {"concurrency_id": "render", "concurrency_limit": 4}
 
 
 @dataclass(frozen=True)
@@ -378,12 +383,14 @@ def analysis_events(shared: Shared) -> None:
     """
     explorer = shared.explorer
     eager = [p for p in shared.panels if p.tab is None]
-    ahead = [p for p in shared.panels if p.prefetch]
-    eager_inputs = _inputs([*eager, *ahead])
+    lazy = [p for p in shared.panels if p.tab is not None]
+    eager_inputs = _inputs([*eager, *lazy])
 
     @ui_errors
-    def on_image(image, size, session, *values) -> Iterator[dict]:
-        """Analyse a new image (or size): the prediction first, then the eager panels."""
+    def on_image(image, size, session, tab, shown, *values) -> Iterator[dict]:
+        """Analyse a new image (or size): the prediction first, then the open tab's own
+        panels, then the eager ones; the other tabs' panels are drawn ahead in the
+        background."""
         # Nothing to do: one unchanged output (yielding nothing would clear every output).
         unchanged = {shared.session: gr.skip()}
         if image is None:
@@ -403,15 +410,23 @@ def analysis_events(shared: Shared) -> None:
             shared.info: status(analysis),
         }
         given = dict(zip(eager_inputs, values, strict=True))
+        due = [p for p in lazy if p.tab == tab]
+        if due:  # a tab with panels of its own is open: they are what the visitor sees
+            for panel in due[:-1]:
+                yield _render(shared, [panel], new, given)
+            yield _render(shared, due[-1:], new, given) | {shared.shown: {**shown, tab: new.key}}
         yield _render(shared, eager, new, given)
-        for panel in ahead:
-            shared.prefetched.start(panel, new, [given[c] for c in panel.inputs])
+        for panel in lazy:
+            if panel.prefetch and panel not in due:
+                shared.prefetched.start(panel, new, [given[c] for c in panel.inputs])
 
     gr.on(
         [shared.image.change, shared.size.change],
         on_image,
-        [shared.image, shared.size, shared.session, *eager_inputs],
-        {shared.session, shared.prediction, shared.target, shared.info} | _outputs(eager),
+        [shared.image, shared.size, shared.session, shared.tab, shared.shown, *eager_inputs],
+        {shared.session, shared.prediction, shared.target, shared.info, shared.shown}
+        | _outputs(eager)
+        | _outputs(lazy),
         api_name=False,
         # Progress on the prediction alone: a timer on each of some 20 outputs repaints the
         # page every frame, and on a small machine the browser then takes the CPU the
@@ -472,7 +487,7 @@ def _lazy_event(shared: Shared, opened: str | None = None) -> dict[str, Any]:
         "inputs": [shared.session, shared.tab, shared.shown, *lazy_inputs],
         "outputs": {shared.tab, shared.shown} | _outputs(lazy),
         "api_name": False,
-        **MODEL_EVENTS,
+        **RENDER_EVENTS,
     }
 
 
