@@ -48,6 +48,16 @@ def _expected_top5(model, path, size):
     ]
 
 
+def test_the_http_api_is_the_five_documented_endpoints(client):
+    """The page's own events (views, clicks, links) are not API endpoints; README lists these."""
+    named = set(client.view_api(print_info=False, return_format="dict")["named_endpoints"])
+    assert named == {"/predict", "/analyze", "/view", "/attribute", "/ablate"}
+    api = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    for name, endpoint in api.items():  # every output has a name that says what it is
+        labels = [r["label"] for r in endpoint["returns"]]
+        assert all(label and not label.startswith("value_") for label in labels), (name, labels)
+
+
 def test_predict_endpoint_returns_the_models_top5(client, served_app, photo):
     _, explorer = served_app
     result = client.predict(handle_file(str(photo)), 150, api_name="/predict")

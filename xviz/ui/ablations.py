@@ -98,7 +98,7 @@ def build(shared: Shared, activations: Activations) -> None:
                 "All middle-flow blocks (block5 to block12)", size="sm", elem_id="ablation-middle"
             )
     run_btn = gr.Button("Run ablation", variant="primary", elem_id="ablation-run")
-    text = gr.Markdown(elem_id="ablation-summary")
+    text = gr.Markdown(label="Summary", elem_id="ablation-summary")
     with gr.Row():
         before = gr.Label(num_top_classes=5, label="Original prediction")
         after = gr.Label(num_top_classes=5, label="Ablated prediction")
@@ -122,8 +122,8 @@ def build(shared: Shared, activations: Activations) -> None:
             middle: gr.update(visible=bool(valid)),
         }
 
-    kind.change(on_kind, [kind, block_boxes], [block_boxes, middle], api_name=False, **VIEW_EVENTS)
-    middle.click(lambda: MIDDLE_FLOW, None, block_boxes, api_name=False, **VIEW_EVENTS)
+    kind.change(on_kind, [kind, block_boxes], [block_boxes, middle], **VIEW_EVENTS)
+    middle.click(lambda: MIDDLE_FLOW, None, block_boxes, **VIEW_EVENTS)
 
     @ui_errors
     def run(session, kind, blocks, layer, side, channel, cmap, dark):

@@ -376,5 +376,5 @@ def build(shared: Shared) -> Activations:
         [shared.session, shared.size, shared.tab, shared.layer, panel.shown],
         shared.link,
         **VIEW_EVENTS,
-    ).then(None, shared.link, shared.link, js=COPY_LINK)
+    ).then(None, shared.link, shared.link, js=COPY_LINK, api_name=False)
     return Activations(sort, cmap, scale, overlay, page, left, right, side, number, panel)

@@ -83,8 +83,9 @@ def build(shared: Shared) -> None:
         f"on this machine's **{device.type}**, at the app's input size."
     )
     native = int(shared.size.value)
-    # A function: each page load asks how long measuring takes now (or took).
-    measure_btn = gr.Button(lambda: measure_text(clock, native), elem_id="measure")
+    # Updated with the input size (which each page load sets) and after each measurement. Not
+    # a function of its own: Gradio would make that a public "/lambda" endpoint.
+    measure_btn = gr.Button(measure_text(clock, native), elem_id="measure")
     with gr.Row(equal_height=False):  # side by side on a laptop, one above the other on a phone
         with gr.Column(min_width=320):
             speed = gr.Plot(label="Theory vs practice", elem_id="speedup")
@@ -121,7 +122,6 @@ def build(shared: Shared) -> None:
         on_theme,
         [shared.size, shared.dark, m, n, k, g],
         [madds, params, totals, one],
-        api_name=False,
         **VIEW_EVENTS,
     )
 
@@ -133,7 +133,6 @@ def build(shared: Shared) -> None:
         on_size,
         [shared.size, shared.dark],
         [madds, params, totals, measure_btn, speed, speed_text],
-        api_name=False,
         **VIEW_EVENTS,
     )
 
@@ -169,6 +168,4 @@ def build(shared: Shared) -> None:
         return plots.explorer_figure(m, n, k, g, dark), plots.explain(m, n, k, g)
 
     for slider in (m, n, k, g):
-        slider.release(
-            explore, [m, n, k, g, shared.dark], [one, one_text], api_name=False, **VIEW_EVENTS
-        )
+        slider.release(explore, [m, n, k, g, shared.dark], [one, one_text], **VIEW_EVENTS)
