@@ -263,6 +263,38 @@ def test_explore_every_tab(browser, served_app, shots):
     page.close()
 
 
+def test_a_new_images_gradcam_strip_is_there_when_its_tab_opens(browser, served_app, monkeypatch):
+    """Sent with the analysis while its tab is hidden: opening the tab draws it no second time."""
+    from xviz.gradcam import SCALES
+
+    url, explorer = served_app
+    page = open_page(browser, url)
+    drawn = []
+    original = explorer.gradcam_strip
+    monkeypatch.setattr(
+        explorer, "gradcam_strip", lambda *a, **k: drawn.append(1) or original(*a, **k)
+    )
+    grid = src(page, "#depthwise-grid")
+    photo = EXAMPLES / "rocket.jpg"
+    page.locator("#image-input input[type=file]").set_input_files(str(photo))
+    wait_changed(page, "#depthwise-grid", grid)
+    page.wait_for_timeout(2000)  # the analysis' last output (the hidden strip) has gone out
+    assert len(drawn) == 1
+    page.get_by_role("tab", name="Attributions").click()
+    page.wait_for_function(
+        "() => document.querySelectorAll('#gradcam-strip img').length === 14", timeout=60_000
+    )
+    page.locator("#gradcam-big .js-plotly-plot").wait_for(timeout=60_000)
+    page.wait_for_timeout(1000)
+    alts = page.evaluate(
+        "() => [...document.querySelectorAll('#gradcam-strip img')].map((i) => i.alt)"
+    )
+    a = explorer.analysis(explorer.start(str(photo), explorer.native_size))
+    assert alts == [c for _, c in original(a, 0.5, SCALES[0])]  # this photo's, not coffee's
+    assert len(drawn) == 1
+    page.close()
+
+
 def _attributions_tab(page, url: str) -> None:
     """Open the app (its first screen analyses the coffee photo) and the Attributions tab."""
     page.goto(url)

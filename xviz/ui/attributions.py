@@ -146,7 +146,7 @@ def build(shared: Shared) -> Attributions:
             [strip, legend, notes],
             tab=TAB,
             on_retarget=True,
-            prefetch=True,
+            push=True,  # 14 thumbnails: on the page when the tab opens
         ),
         Panel(
             enlarged,

@@ -58,6 +58,11 @@ class Panel:
     # Lazy and slow to draw: drawn in the background once an analysis is shown, so that
     # opening its tab finds it ready (see ``Prefetched``).
     prefetch: bool = False
+    # Lazy, drawn ahead, and then sent to the page while its tab is hidden: the page keeps
+    # the value until the tab opens and mounts it (Gradio 6.31 mounts a hidden tab's children
+    # only then, ``render_children`` notwithstanding), so opening the tab needs no round trip.
+    # For small pictures only: every new analysis sends it.
+    push: bool = False
 
 
 class Prefetched:
@@ -345,6 +350,11 @@ def status(analysis: Any) -> str:
     )
 
 
+def _pushed(tab: str) -> str:
+    """The key of ``shown`` that says which analysis the pushed panels of ``tab`` show."""
+    return f"{tab}/pushed"
+
+
 def _inputs(panels: Sequence[Panel]) -> list[gr.Component]:
     """Every panel's inputs once, in order."""
     seen: dict[int, gr.Component] = {}
@@ -368,7 +378,7 @@ def _render(
         given = [values[c] for c in panel.inputs]
         rendered = (
             shared.prefetched.render(panel, session, given)
-            if panel.prefetch
+            if panel.prefetch or panel.push
             else (panel.render(session, *given))
         )
         out |= dict(zip(panel.outputs, rendered, strict=True))
@@ -417,8 +427,13 @@ def analysis_events(shared: Shared) -> None:
             yield _render(shared, due[-1:], new, given) | {shared.shown: {**shown, tab: new.key}}
         yield _render(shared, eager, new, given)
         for panel in lazy:
-            if panel.prefetch and panel not in due:
+            if (panel.prefetch or panel.push) and panel not in due:
                 shared.prefetched.start(panel, new, [given[c] for c in panel.inputs])
+        pushed = [p for p in lazy if p.push and p not in due]
+        if pushed:  # after what shows: it waits for the drawing started just above
+            now = {**shown, **({tab: new.key} if due else {})}
+            now |= {_pushed(p.tab): new.key for p in pushed}
+            yield _render(shared, pushed, new, given) | {shared.shown: now}
 
     gr.on(
         [shared.image.change, shared.size.change],
@@ -473,6 +488,8 @@ def _lazy_event(shared: Shared, opened: str | None = None) -> dict[str, Any]:
             yield out
             return
         given = dict(zip(lazy_inputs, values, strict=True))
+        # What a new analysis pushed to the hidden tab is on the page already.
+        due = [p for p in due if not (p.push and shown.get(_pushed(tab)) == session.key)]
         # A panel at a time, each on the page as soon as it is drawn.
         for panel in due[:-1]:
             yield _render(shared, [panel], session, given)
