@@ -263,8 +263,12 @@ def test_explore_every_tab(browser, served_app, shots):
     page.close()
 
 
-def test_a_new_images_gradcam_strip_is_there_when_its_tab_opens(browser, served_app, monkeypatch):
+def test_a_new_images_gradcam_strip_is_there_when_its_tab_opens(
+    browser, served_app, monkeypatch, tmp_path
+):
     """Sent with the analysis while its tab is hidden: opening the tab draws it no second time."""
+    from PIL import Image, ImageOps
+
     from xviz.gradcam import SCALES
 
     url, explorer = served_app
@@ -275,7 +279,8 @@ def test_a_new_images_gradcam_strip_is_there_when_its_tab_opens(browser, served_
         explorer, "gradcam_strip", lambda *a, **k: drawn.append(1) or original(*a, **k)
     )
     grid = src(page, "#depthwise-grid")
-    photo = EXAMPLES / "rocket.jpg"
+    photo = tmp_path / "mirrored-rocket.png"  # a picture no other test has analysed
+    ImageOps.mirror(Image.open(EXAMPLES / "rocket.jpg")).save(photo)
     page.locator("#image-input input[type=file]").set_input_files(str(photo))
     wait_changed(page, "#depthwise-grid", grid)
     page.wait_for_timeout(2000)  # the analysis' last output (the hidden strip) has gone out
