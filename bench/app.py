@@ -24,16 +24,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import gradio as gr
 
+from bench.common import bench_model
 from xviz import explorer as ex
 from xviz.examples import shipped_examples
-from xviz.model import BLOCKS, Xception
-from xviz.weights import kitchenware_file, load_model
-
-
-def _model(weights: str) -> Xception:
-    if weights == "random" or (weights == "kitchenware" and kitchenware_file() is None):
-        return Xception().eval()
-    return load_model(weights, device="cpu")
+from xviz.model import BLOCKS
 
 
 def main() -> None:
@@ -43,7 +37,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
 
-    explorer = ex.Explorer(_model(args.weights))
+    explorer = ex.Explorer(bench_model(args.weights))
     session = explorer.start(str(shipped_examples()[0]), args.size)
     started = time.perf_counter()
     explorer.analysis(session)

@@ -25,18 +25,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import plotly.io as pio
 
+from bench.common import bench_model
 from xviz import explorer as ex
 from xviz.analysis import analyze
 from xviz.examples import shipped_examples
 from xviz.files import FileStore
-from xviz.model import Xception
-from xviz.weights import kitchenware_file, load_model
-
-
-def _model(weights: str) -> Xception:
-    if weights == "random" or (weights == "kitchenware" and kitchenware_file() is None):
-        return Xception().eval()
-    return load_model(weights, device="cpu")
 
 
 def _median_ms(fn, repeats: int) -> float:
@@ -55,7 +48,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7)
     args = parser.parse_args()
 
-    explorer = ex.Explorer(_model(args.weights))
+    explorer = ex.Explorer(bench_model(args.weights))
     image = str(shipped_examples()[0])
     with tempfile.TemporaryDirectory() as folder:
         files = FileStore(Path(folder), max_age_s=None)

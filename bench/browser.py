@@ -38,11 +38,12 @@ import torch
 from playwright.sync_api import Page, sync_playwright
 
 from app import build_demo
+from bench.common import bench_model
 from xviz.examples import all_examples
 from xviz.explorer import Explorer
 from xviz.model import Xception
 from xviz.server import launch_options
-from xviz.weights import kitchenware_file, load_model
+from xviz.weights import kitchenware_file
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking"]
@@ -183,13 +184,6 @@ def settle(page: Page) -> None:
     page.wait_for_function("() => !document.querySelector('.progress-text, .eta-bar')")
 
 
-def model_for(weights: str) -> Xception:
-    if weights == "random":
-        torch.manual_seed(0)
-        return Xception(head="imagenet").eval()
-    return load_model(weights, device="cpu")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--weights", default="kitchenware" if kitchenware_file() else "random")
@@ -197,7 +191,7 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[299, 150])
     args = parser.parse_args()
 
-    explorer = Explorer(model_for(args.weights))
+    explorer = Explorer(bench_model(args.weights))
     demo = build_demo(explorer)
     demo.launch(server_name="127.0.0.1", prevent_thread_lock=True, quiet=True, **launch_options())
     photos = all_examples()[: args.photos + 1]  # the first one warms up

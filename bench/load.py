@@ -50,13 +50,14 @@ from gradio_client.utils import QueueError
 from PIL import Image, ImageEnhance, ImageOps
 
 from app import build_demo
+from bench.common import bench_model
 from xviz.analysis import class_labels
 from xviz.examples import kitchen_examples, shipped_examples
 from xviz.explorer import Explorer
 from xviz.model import Xception
 from xviz.preprocess import preprocess
 from xviz.server import launch_options
-from xviz.weights import kitchenware_file, load_model
+from xviz.weights import kitchenware_file
 
 ROOT = Path(__file__).resolve().parent.parent
 TOLERANCE = 1e-4  # relative, on each of the top-5 probabilities
@@ -445,13 +446,6 @@ def wait_until_serving(port: int, server: subprocess.Popen, timeout: float = 180
     raise TimeoutError(f"python app.py did not listen on port {port} in {timeout:.0f} s")
 
 
-def model_for(weights: str) -> Xception:
-    if weights == "random":
-        torch.manual_seed(0)
-        return Xception(head="imagenet").eval()
-    return load_model(weights, device="cpu")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clients", type=int, default=8)
@@ -470,7 +464,7 @@ def main() -> None:
     os.environ.setdefault("XVIZ_OFFLINE", "1")
 
     rss = [("start", rss_mb())]
-    explorer = Explorer(model_for(args.weights), cache_mb=args.cache_mb)
+    explorer = Explorer(bench_model(args.weights), cache_mb=args.cache_mb)
     args.size = args.size or explorer.native_size
     rss.append(("model loaded", rss_mb()))
     demo = build_demo(explorer)
