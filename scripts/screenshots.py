@@ -128,6 +128,10 @@ def main() -> None:
             page.close()
 
             page = _opened(browser, url, 1280, 800, VIEW + "&__theme=dark")
+            # The examples image loads lazily: once it is scrolled to.
+            page.locator("#atlas-examples img").wait_for(state="attached", timeout=60_000)
+            page.locator("#responds").scroll_into_view_if_needed()
+            page.wait_for_timeout(2000)
             page.screenshot(path=str(out / "dark.png"), full_page=True)
             browser.close()
     finally:
