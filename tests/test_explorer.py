@@ -178,6 +178,26 @@ def test_a_run_started_after_a_cancel_does_not_undo_it(explorer):
     assert second.is_set()
 
 
+def test_a_cancel_reaches_a_run_still_waiting_in_the_queue(explorer, session):
+    """Armed at the click, cancelled while queued: the run ends before its first batch,
+    without running the model; a run armed and not cancelled runs."""
+    calls = []
+    handle = explorer.model.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        explorer.arm("s4")
+        explorer.cancel("s4")
+        with pytest.raises(Cancelled, match="after 0 of"):
+            explorer.attribution(session, "integrated_gradients", "block5", session_id="s4")
+        assert calls == []
+        explorer.arm("s4")
+        view = explorer.attribution(session, "saliency", "block5", session_id="s4")
+        assert calls and view.overlay.size == (ex.VIEW_SIZE, ex.VIEW_SIZE)
+    finally:
+        handle.remove()
+    explorer.forget("s4")
+    assert explorer.new_run("s4").is_set() is False
+
+
 def test_ablation_moves_the_prediction_and_restores_the_model(explorer, session):
     before = {k: v.clone() for k, v in explorer.model.state_dict().items()}
     result = explorer.ablation(session, "drop_residual", ["block6"])

@@ -374,6 +374,7 @@ class Explorer:
         # The model's computations all run here: a warm thread (see xviz/worker.py).
         self.thread = ModelThread()
         self._cancel: dict[str, threading.Event] = {}
+        self._armed: dict[str, threading.Event] = {}  # runs asked for, still in the queue
         self._cancel_lock = threading.Lock()
 
     # --- analysing -------------------------------------------------------------------------
@@ -605,24 +606,34 @@ class Explorer:
             f"{attribution_figures.number(cam.peak)} ({gradcam.UNIT}); {agrees}."
         )
 
-    def new_run(self, session_id: str) -> threading.Event:
-        """The cancel flag of a session's next run; :meth:`cancel` sets the latest one. A run
-        keeps its own flag, so one that starts after a cancel does not undo it."""
-        event = threading.Event()
+    def arm(self, session_id: str) -> None:
+        """A run was asked for and may wait in the queue: a :meth:`cancel` from now on reaches
+        it, and it ends as soon as it starts."""
         with self._cancel_lock:
+            self._armed[session_id] = threading.Event()
+
+    def new_run(self, session_id: str) -> threading.Event:
+        """The cancel flag of a session's run that starts now (the one :meth:`arm` made for
+        it, if any); :meth:`cancel` sets the latest one. A run keeps its own flag, so one that
+        starts after a cancel does not undo it."""
+        with self._cancel_lock:
+            event = self._armed.pop(session_id, None) or threading.Event()
             self._cancel[session_id] = event
         return event
 
     def cancel(self, session_id: str) -> None:
+        """Stop the session's running run and the one it asked for, if any."""
         with self._cancel_lock:
-            event = self._cancel.get(session_id)
-        if event is not None:
-            event.set()
+            events = [self._cancel.get(session_id), self._armed.get(session_id)]
+        for event in events:
+            if event is not None:
+                event.set()
 
     def forget(self, session_id: str) -> None:
         """Release what a finished browser session held."""
         with self._cancel_lock:
             self._cancel.pop(session_id, None)
+            self._armed.pop(session_id, None)
 
     def attribution(
         self,

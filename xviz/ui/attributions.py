@@ -16,7 +16,7 @@ from xviz.errors import Cancelled
 from xviz.gradcam import REFERENCE, SCALES
 from xviz.model import BLOCKS
 from xviz.server import ui_errors
-from xviz.ui.shared import MODEL_EVENTS, VIEW_EVENTS, Panel, Shared
+from xviz.ui.shared import MODEL_EVENTS, VIEW_EVENTS, Panel, Shared, arm_event
 
 TAB = "attributions"
 # The strip's tiles show at most ~150 CSS pixels wide (7 a row on a laptop, 3 on a phone):
@@ -217,7 +217,7 @@ def build(shared: Shared) -> Attributions:
             return gr.skip(), gr.skip(), gr.skip()
         return shared.png(view.overlay), view.figure, view.text
 
-    run_btn.click(
+    run_btn.click(**arm_event(explorer)).then(
         run,
         [shared.session, method, block, alpha, shared.dark],
         [overlay, heatmap, text],

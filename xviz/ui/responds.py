@@ -20,7 +20,7 @@ from xviz.errors import Cancelled
 from xviz.featurevis import VisualizationCache
 from xviz.responds import contact_sheet, examples_strip, top_examples
 from xviz.server import ui_errors
-from xviz.ui.shared import MODEL_EVENTS, Shared
+from xviz.ui.shared import MODEL_EVENTS, Shared, arm_event
 
 SIZE = 150  # the feature visualizations' side: the kitchenware head's, and 4x cheaper than 299
 BATCH = 16  # channels optimised together when a page is visualized
@@ -129,7 +129,9 @@ def build(
             return gr.skip()
         return shared.png(contact_sheet(vis, columns=1))
 
-    make.click(made, [shared.session, shown], picture, api_name=False, **MODEL_EVENTS)
+    make.click(**arm_event(explorer)).then(
+        made, [shared.session, shown], picture, api_name=False, **MODEL_EVENTS
+    )
 
     @ui_errors
     def page_made(
@@ -166,7 +168,7 @@ def build(
         sheets = [contact_sheet(part, columns=8, tile=96) for part in parts]
         return gr.update(value=shared.png(_stacked(sheets)), visible=True)
 
-    page_btn.click(
+    page_btn.click(**arm_event(explorer)).then(
         page_made,
         [shared.session, shown, shared.layer, sort, page],
         page_picture,

@@ -343,6 +343,17 @@ def on_page_load(shared: Shared, demo: gr.Blocks) -> None:
     )
 
 
+def arm_event(explorer: ex.Explorer) -> dict[str, Any]:
+    """The instant first step of a run that Cancel can stop (``button.click(**arm_event(e))
+    .then(run, ...)``): from the click on, a Cancel reaches the run even while it waits in the
+    queue behind other visitors' (see :meth:`Explorer.arm`)."""
+
+    def arm(request: gr.Request) -> None:
+        explorer.arm(request.session_hash if request else "")
+
+    return {"fn": arm, "inputs": None, "outputs": None, **VIEW_EVENTS}
+
+
 def status(analysis: Any) -> str:
     return (
         f"Analysed at {analysis.size}x{analysis.size} with `{analysis.weights}` in "
