@@ -182,6 +182,21 @@ def test_grid_tiles_show_lut_colours_in_nearest_blocks():
     assert rgb(grid, 0, 0) == rgb(grid, 34, 10) == (255, 255, 255)
 
 
+@pytest.mark.parametrize("side", [7, 64, 147])
+def test_grid_tiles_are_the_coloured_map_shrunk_or_grown_by_pils_nearest(side):
+    """Maps smaller and larger than their tile: each tile is PIL's NEAREST resize of the map
+    coloured with the lookup table (the order of colouring and resizing must not show)."""
+    maps = np.random.default_rng(side).random((2, side, side), dtype=np.float32) * 5
+    grid = np.asarray(channel_grid(maps, [0, 1], tile=64, columns=2, pad=2, labels=False))
+    low, high = float(maps.min()), float(maps.max())
+    for i in range(2):
+        index = np.clip(np.floor((maps[i] - low) / (high - low) * 256), 0, 255).astype(int)
+        coloured = Image.fromarray(VIRIDIS[index].astype(np.uint8))
+        expected = np.asarray(coloured.resize((64, 64), Image.Resampling.NEAREST))
+        x = 2 + i * 66
+        np.testing.assert_array_equal(grid[2:66, x : x + 64], expected)
+
+
 def test_grid_labels_mark_the_top_left_corner_only():
     maps = np.full((3, 4, 4), 2.0, dtype=np.float32)
     plain = np.asarray(channel_grid(maps, [2], tile=64, labels=False))

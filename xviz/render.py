@@ -170,8 +170,13 @@ def channel_grid(
     if channels.size == 0:
         raise ValueError("no channels to draw")
     values = normalize(maps[channels], scale, signed, clip_percentile)  # (N, H, W)
-    # Colouring before resizing touches ~10x fewer pixels; for nearest it gives the same.
-    tiles = _nearest(apply(values, _cmap_for(cmap, signed, "viridis")), (tile, tile))
+    # Nearest neighbour commutes with colouring: colour whichever is smaller, the maps or the
+    # tiles (a 9x9 map: 50x fewer pixels than its tile; a 147x147 one: 5x more).
+    colours = _cmap_for(cmap, signed, "viridis")
+    if values.shape[1] * values.shape[2] > tile * tile:
+        tiles = apply(_nearest(values[..., None], (tile, tile))[..., 0], colours)
+    else:
+        tiles = _nearest(apply(values, colours), (tile, tile))
     if underlay is not None:
         small = np.asarray(Image.fromarray(underlay).resize((tile, tile), Image.BILINEAR))
         tiles = (alpha * tiles + (1 - alpha) * small[None].astype(np.float32)).astype(np.uint8)
