@@ -436,12 +436,14 @@ def analysis_events(shared: Shared) -> None:
             for panel in due[:-1]:
                 yield _render(shared, [panel], new, given)
             yield _render(shared, due[-1:], new, given) | {shared.shown: {**shown, tab: new.key}}
+        pushed = [p for p in lazy if p.push and p not in due]
+        for panel in pushed:  # drawn on another thread while the eager panels are drawn here
+            shared.prefetched.start(panel, new, [given[c] for c in panel.inputs])
         yield _render(shared, eager, new, given)
         for panel in lazy:
-            if (panel.prefetch or panel.push) and panel not in due:
+            if panel.prefetch and panel not in due:
                 shared.prefetched.start(panel, new, [given[c] for c in panel.inputs])
-        pushed = [p for p in lazy if p.push and p not in due]
-        if pushed:  # after what shows: it waits for the drawing started just above
+        if pushed:  # after what shows, as soon as it is drawn
             now = {**shown, **({tab: new.key} if due else {})}
             now |= {_pushed(p.tab): new.key for p in pushed}
             yield _render(shared, pushed, new, given) | {shared.shown: now}
