@@ -189,6 +189,27 @@ def test_a_new_file_is_alone_in_its_folder_and_its_name_is_safe(tmp_path: Path) 
     store.close()
 
 
+def test_served_pictures_are_written_once_and_read_back_as_drawn(tmp_path: Path) -> None:
+    store = FileStore(tmp_path, max_age_s=None)
+    rng = np.random.default_rng(0)
+    # A smooth picture, as a photo under a heatmap is: JPEG keeps it within a few levels.
+    ramp = np.linspace(0, 255, 200)
+    smooth = np.stack(
+        [np.add.outer(ramp, ramp) / 2, np.tile(ramp, (200, 1)), np.full((200, 200), 128.0)], -1
+    )
+    photo = Image.fromarray(smooth.astype(np.uint8))
+    grid = Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8))
+    png, jpeg = store.save_png(grid), store.save_jpeg(photo)
+    assert store.save_png(grid) == png and store.save_jpeg(photo) == jpeg  # once
+    assert png.parent.parent == jpeg.parent.parent == store.run
+    np.testing.assert_array_equal(np.asarray(Image.open(png)), np.asarray(grid))  # lossless
+    with Image.open(jpeg) as back:
+        assert back.format == "JPEG" and back.size == photo.size
+        error = np.abs(np.asarray(back, dtype=np.float64) - smooth)
+    assert error.mean() < 2.0 and error.max() <= 16
+    store.close()
+
+
 def _serve_app(tmp_path: Path) -> tuple[subprocess.Popen, str]:
     port = _free_port()
     env = {

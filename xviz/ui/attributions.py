@@ -21,7 +21,8 @@ from xviz.ui.shared import MODEL_EVENTS, VIEW_EVENTS, Panel, Shared, arm_event
 TAB = "attributions"
 # The strip's tiles show at most ~150 CSS pixels wide (7 a row on a laptop, 3 on a phone):
 # 200-pixel thumbnails stay sharp at 1.3x device pixels and, at 299, cost 45% of the pixels
-# to encode, send and decode. Clicking one shows the block's values at its own resolution.
+# to encode, send and decode; as JPEG (photos under a heatmap), 126 kB for all 14 instead of
+# PNG's 849 kB. Clicking one shows the block's values at its own resolution.
 STRIP_SIDE = 200
 BLOCK_NAMES = list(BLOCKS)
 SCALE_CHOICES = [("one scale for all blocks", SCALES[0]), ("each block its own", SCALES[1])]
@@ -69,7 +70,7 @@ def build(shared: Shared) -> Attributions:
         label="Grad-CAM per block, block1 (entry) to block14 (exit)",
         columns=7,
         height="auto",
-        format="png",
+        format="jpeg",
         allow_preview=False,
         elem_id="gradcam-strip",
     )
@@ -123,7 +124,7 @@ def build(shared: Shared) -> Attributions:
 
     def tiles(a, alpha, scale) -> list[tuple[str, str]]:
         strip = explorer.gradcam_strip(a, alpha, scale, side=STRIP_SIDE)
-        return [(shared.png(img), caption) for img, caption in strip]
+        return [(shared.jpeg(img), caption) for img, caption in strip]
 
     def cams(session, alpha, scale) -> tuple:
         """The strip of a new analysis and its legend."""

@@ -130,6 +130,10 @@ class Shared:
         """A rendered image as a served PNG file (see :class:`~xviz.files.FileStore`)."""
         return str(self.files.save_png(image))
 
+    def jpeg(self, image: Any) -> str:
+        """A photograph-like thumbnail as a served JPEG file (see ``FileStore.save_jpeg``)."""
+        return str(self.files.save_jpeg(image))
+
 
 INTRO = (
     "A pretrained **Xception** (Chollet 2017), inside: click a block of the map, then a tile, "
