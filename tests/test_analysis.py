@@ -9,8 +9,9 @@ import torch
 import torch.nn.functional as F
 from captum.attr import LayerAttribution, LayerGradCam
 
+from tests.plain_forward import plain_forward
 from tests.reference import REFERENCE_BLOCKS, REFERENCE_CONVS
-from xviz.analysis import MAP_KINDS, MAP_NAMES, Analysis, analyze, map_channels, map_modules
+from xviz.analysis import MAP_KINDS, MAP_NAMES, Analysis, analyze, map_channels
 from xviz.errors import AnalysisError
 from xviz.hooks import hook_count
 from xviz.model import Xception
@@ -45,27 +46,7 @@ def analysis(model, image) -> Analysis:
 @pytest.fixture(scope="module")
 def float32_maps(model, analysis):
     """Every map and every depthwise input, float32, from a plain hooked forward pass."""
-    x = torch.tensor(analysis.image).permute(2, 0, 1)[None].float() / 127.5 - 1
-    outputs, inputs, handles = {}, {}, []
-    for name, module in map_modules(model).items():
-        handles.append(
-            module.register_forward_hook(
-                lambda m, i, o, name=name: outputs.__setitem__(name, o[0].detach().clone())
-            )
-        )
-        if name.endswith(".depthwise"):
-            handles.append(
-                module.register_forward_pre_hook(
-                    lambda m, i, name=name: inputs.__setitem__(name, i[0][0].detach().clone())
-                )
-            )
-    try:
-        with torch.no_grad():
-            model(x)
-    finally:
-        for handle in handles:
-            handle.remove()
-    return outputs, inputs
+    return plain_forward(model, analysis.image)
 
 
 def side(block: str, size: int) -> int:

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from tests.plain_forward import plain_forward
 from xviz import trace as trace_module
 from xviz.analysis import Analysis, analyze
 from xviz.errors import AnalysisError
@@ -32,31 +33,10 @@ def analysis(model) -> Analysis:
 
 @pytest.fixture(scope="module")
 def network(model, analysis):
-    """Float32 input, depthwise and pointwise output of every sepconv, from PyTorch's own
-    hooks on a plain forward pass (no xviz hook code involved)."""
-    x = torch.tensor(analysis.image).permute(2, 0, 1)[None].float() / 127.5 - 1
-    inputs, outputs, handles = {}, {}, []
-    for name, module in model.sepconvs.items():
-        handles.append(
-            module.depthwise.register_forward_pre_hook(
-                lambda m, i, name=name: inputs.__setitem__(name, i[0][0].detach().clone())
-            )
-        )
-        for half in ("depthwise", "pointwise"):
-            handles.append(
-                getattr(module, half).register_forward_hook(
-                    lambda m, i, o, key=f"{name}.{half}": outputs.__setitem__(
-                        key, o[0].detach().clone()
-                    )
-                )
-            )
-    try:
-        with torch.no_grad():
-            model(x)
-    finally:
-        for handle in handles:
-            handle.remove()
-    return inputs, outputs
+    """Float32 input (by sepconv), depthwise and pointwise output of every sepconv, from
+    PyTorch's own hooks on a plain forward pass (no xviz hook code involved)."""
+    outputs, inputs = plain_forward(model, analysis.image)
+    return {name: inputs[f"{name}.depthwise"] for name in model.sepconvs}, outputs
 
 
 def positions(height: int, width: int) -> list[tuple[int, int]]:
