@@ -80,7 +80,9 @@ class Prefetched:
     def key(panel: Panel, session: ex.Session, values: Sequence[Any]) -> tuple:
         return (id(panel), session.key, repr(values))
 
-    def start(self, panel: Panel, session: ex.Session, values: Sequence[Any]) -> None:
+    def start(self, panel: Panel, session: ex.Session, given: dict[gr.Component, Any]) -> None:
+        """Draw ``panel`` of ``session`` with its inputs' values from ``given``, unless done."""
+        values = [given[c] for c in panel.inputs]
         key = self.key(panel, session, values)
         with self._lock:
             if key in self._done:
@@ -400,6 +402,20 @@ def _render(
     return out
 
 
+def _streamed(
+    shared: Shared,
+    panels: Sequence[Panel],
+    session: ex.Session,
+    given: dict[gr.Component, Any],
+    last: dict[gr.Component, Any],
+) -> Iterator[dict[gr.Component, Any]]:
+    """A panel at a time, each on the page as soon as it is drawn; ``last`` comes with the
+    last one (alone if there are none)."""
+    for panel in panels[:-1]:
+        yield _render(shared, [panel], session, given)
+    yield _render(shared, panels[-1:], session, given) | last
+
+
 def analysis_events(shared: Shared) -> None:
     """Wire what a new image, size or target does, once every tab has added its panels.
 
@@ -437,16 +453,14 @@ def analysis_events(shared: Shared) -> None:
         given = dict(zip(eager_inputs, values, strict=True))
         due = [p for p in lazy if p.tab == tab]
         if due:  # a tab with panels of its own is open: they are what the visitor sees
-            for panel in due[:-1]:
-                yield _render(shared, [panel], new, given)
-            yield _render(shared, due[-1:], new, given) | {shared.shown: {**shown, tab: new.key}}
+            yield from _streamed(shared, due, new, given, {shared.shown: {**shown, tab: new.key}})
         pushed = [p for p in lazy if p.push and p not in due]
         for panel in pushed:  # drawn on another thread while the eager panels are drawn here
-            shared.prefetched.start(panel, new, [given[c] for c in panel.inputs])
+            shared.prefetched.start(panel, new, given)
         yield _render(shared, eager, new, given)
         for panel in lazy:
             if panel.prefetch and panel not in due:
-                shared.prefetched.start(panel, new, [given[c] for c in panel.inputs])
+                shared.prefetched.start(panel, new, given)
         if pushed:  # after what shows, as soon as it is drawn
             now = {**shown, **({tab: new.key} if due else {})}
             now |= {_pushed(p.tab): new.key for p in pushed}
@@ -509,13 +523,8 @@ def _lazy_event(shared: Shared, opened: str | None = None) -> dict[str, Any]:
         given = dict(zip(lazy_inputs, values, strict=True))
         # What a new analysis pushed to the hidden tab is on the page already.
         due = [p for p in due if not (p.push and shown.get(_pushed(tab)) == session.key)]
-        # A panel at a time, each on the page as soon as it is drawn.
-        for panel in due[:-1]:
-            yield _render(shared, [panel], session, given)
-        yield (
-            out
-            | _render(shared, due[-1:], session, given)
-            | {shared.shown: {**shown, tab: session.key}}
+        yield from _streamed(
+            shared, due, session, given, out | {shared.shown: {**shown, tab: session.key}}
         )
 
     return {
