@@ -80,9 +80,7 @@ class Prefetched:
     def key(panel: Panel, session: ex.Session, values: Sequence[Any]) -> tuple:
         return (id(panel), session.key, repr(values))
 
-    def start(self, panel: Panel, session: ex.Session, given: dict[gr.Component, Any]) -> None:
-        """Draw ``panel`` of ``session`` with its inputs' values from ``given``, unless done."""
-        values = [given[c] for c in panel.inputs]
+    def start(self, panel: Panel, session: ex.Session, values: Sequence[Any]) -> None:
         key = self.key(panel, session, values)
         with self._lock:
             if key in self._done:
@@ -456,11 +454,11 @@ def analysis_events(shared: Shared) -> None:
             yield from _streamed(shared, due, new, given, {shared.shown: {**shown, tab: new.key}})
         pushed = [p for p in lazy if p.push and p not in due]
         for panel in pushed:  # drawn on another thread while the eager panels are drawn here
-            shared.prefetched.start(panel, new, given)
+            shared.prefetched.start(panel, new, [given[c] for c in panel.inputs])
         yield _render(shared, eager, new, given)
         for panel in lazy:
             if panel.prefetch and panel not in due:
-                shared.prefetched.start(panel, new, given)
+                shared.prefetched.start(panel, new, [given[c] for c in panel.inputs])
         if pushed:  # after what shows, as soon as it is drawn
             now = {**shown, **({tab: new.key} if due else {})}
             now |= {_pushed(p.tab): new.key for p in pushed}
