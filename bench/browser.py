@@ -1,10 +1,12 @@
 """What a user waits for in a real browser, against what the model itself costs, in one run.
 
-    python bench/browser.py [--weights kitchenware] [--photos 5] [--sizes 299 150] [--rounds 3]
+    python bench/browser.py [--weights kitchenware] [--photos 5] [--rounds 1] [--sizes 299 150]
+        [--uploads-only]
 
 The app (``app.build_demo``) is served in this process; Debian's Chromium (headless, driven by
 playwright) uploads each photo and changes the view, and every wait is timed in the page, from
-the action until what it brings is on screen (images loaded and decoded):
+the action (the press of a click or key; for an upload, its file input's change event) until
+what it brings is on screen (images loaded and decoded):
 
 - upload -> prediction: the top-5 label shows the new image's classes;
 - upload -> prediction + grids: and both channel grids of the current layer;
@@ -16,8 +18,10 @@ the action until what it brings is on screen (images loaded and decoded):
   the prediction and until the strip's 14 overlays show.
 
 One plain forward + backward (the model on its own: a forward pass and the gradient of the top
-logit to the input, as the analysis needs) is timed in the same process before and after each
-size's photos; the ratios divide by its median. Needs Chromium at /usr/bin/chromium.
+logit to the input, as the analysis needs) is timed in the same process three times before each
+size's photos, and once after every upload while the page is idle; the ratios divide by its
+median. Each upload is analysed afresh (the analysis cache is emptied before it); the first
+photo warms up. Needs Chromium at /usr/bin/chromium.
 """
 
 from __future__ import annotations
@@ -70,10 +74,17 @@ WATCH_JS = """
     const before = state();
     // The wait starts when the user acts (the press of a click, a key), not when the script
     // that plays the user starts to: it first waits for the target to stop moving.
+    // An upload starts when the chosen file reaches the page (its input's change event).
     let t0 = performance.now();
-    const start = () => { t0 = performance.now(); };
-    ['pointerdown', 'keydown'].forEach((type) =>
-      document.addEventListener(type, start, {capture: true, once: true}));
+    let started = false;
+    const types = ['pointerdown', 'keydown', 'change'];
+    const start = (event) => {
+      if (started || (event.type === 'change' && event.target.type !== 'file')) return;
+      started = true;
+      t0 = performance.now();
+      types.forEach((type) => document.removeEventListener(type, start, {capture: true}));
+    };
+    types.forEach((type) => document.addEventListener(type, start, {capture: true}));
     const times = {};
     const tests = {
       prediction: () => {
@@ -188,32 +199,45 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--weights", default="kitchenware" if kitchenware_file() else "random")
     parser.add_argument("--photos", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=1, help="uploads of each photo")
     parser.add_argument("--sizes", type=int, nargs="+", default=[299, 150])
+    parser.add_argument(
+        "--uploads-only", action="store_true", help="no flow, block, ... changes (quicker)"
+    )
     args = parser.parse_args()
 
     explorer = Explorer(bench_model(args.weights))
     demo = build_demo(explorer)
     demo.launch(server_name="127.0.0.1", prevent_thread_lock=True, quiet=True, **launch_options())
     photos = all_examples()[: args.photos + 1]  # the first one warms up
+    # Each upload is analysed afresh (the cache is emptied before it).
+    uploads = [(i == 0 and r == 0, p) for r in range(args.rounds) for i, p in enumerate(photos)]
     results: dict[int, dict[str, list[float]]] = {}
     references: dict[int, list[float]] = {}
     print(
         f"xviz browser bench: weights {args.weights}, {torch.get_num_threads()} torch threads, "
-        f"{len(photos) - 1} photos, Chromium headless at 1280x900"
+        f"{len(photos) - 1} photos x {args.rounds}, Chromium headless at 1280x900"
     )
     try:
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
             page = browser.new_page(viewport={"width": 1280, "height": 900})
             page.goto(demo.local_url)
-            page.wait_for_selector("#image-input")
+            # The first screen's analysis done (it sets the size: a pick before would be undone).
+            page.wait_for_function(
+                "() => document.querySelectorAll('#depthwise-grid img, #pointwise-grid img')"
+                ".length === 2 && document.querySelector('#prediction meter')",
+                timeout=120_000,
+            )
+            settle(page)
             page.evaluate(WATCH_JS)
             for size in args.sizes:
                 page.locator("#size").get_by_label(str(size)).check()
-                page.wait_for_timeout(300)
+                settle(page)  # (the example analysed again at this size)
                 references[size] = fwd_bwd_s(explorer.model, size)
                 rows: dict[str, list[float]] = {}
-                for i, photo in enumerate(photos):
+                for warm_up, photo in uploads:
+                    explorer.cache.clear()
                     page.evaluate(WATCH_JS)
                     got = timed(
                         page,
@@ -223,21 +247,22 @@ def main() -> None:
                         ).set_input_files(str(photo)),
                     )
                     settle(page)
-                    for name, prepare, action in CHANGES:
+                    for name, prepare, action in [] if args.uploads_only else CHANGES:
                         if prepare is not None:
                             prepare(page)
                         got[name] = timed(page, ["grids"], lambda a=action: a(page))["grids"]
-                    for action in RESET:
+                    for action in [] if args.uploads_only else RESET:
                         action(page)
                     settle(page)
-                    if i:  # the first photo warms up
+                    references[size] += fwd_bwd_s(explorer.model, size, runs=1)
+                    if not warm_up:
                         for name, seconds in got.items():
                             rows.setdefault(name, []).append(seconds)
-                # Uploads with the Attributions tab open (the analyses computed afresh).
-                explorer.cache.clear()
+                # Uploads with the Attributions tab open.
                 page.get_by_role("tab", name="Attributions").click()
                 page.wait_for_timeout(300)
-                for i, photo in enumerate(photos):
+                for warm_up, photo in uploads:
+                    explorer.cache.clear()
                     page.evaluate(WATCH_JS)
                     got = timed(
                         page,
@@ -247,12 +272,13 @@ def main() -> None:
                         ).set_input_files(str(photo)),
                     )
                     got = {f"attributions {name}": value for name, value in got.items()}
+                    page.wait_for_timeout(300)  # the hidden grids sent after the strip
                     page.wait_for_function("() => !document.querySelector('.progress-text')")
-                    if i:
+                    references[size] += fwd_bwd_s(explorer.model, size, runs=1)
+                    if not warm_up:
                         for name, seconds in got.items():
                             rows.setdefault(name, []).append(seconds)
                 settle(page)
-                references[size] += fwd_bwd_s(explorer.model, size)
                 results[size] = rows
             browser.close()
     finally:
@@ -262,7 +288,7 @@ def main() -> None:
         ref = statistics.median(references[size])
         print(
             f"\n{size}x{size}: one plain forward + backward {ref * 1000:.0f} ms (median of "
-            f"{len(references[size])}, taken before and after)"
+            f"{len(references[size])}, taken between the uploads)"
         )
         print(f"  {'wait':<34} {'median s':>9} {'max s':>7} {'x fwd+bwd':>10}")
         labels = {
