@@ -329,20 +329,20 @@ def test_the_gradcam_strip_wraps_on_a_phone_and_every_image_says_what_it_shows(
     page.screenshot(path=str(shots / "attributions_phone.png"), full_page=True)
     width, inner = page.evaluate("() => [document.documentElement.scrollWidth, window.innerWidth]")
     assert width <= inner, f"the page scrolls sideways: {width} > {inner}"
-    # Thumbnails wrap into rows that fit, all inside the gallery, and their captions are not cut.
+    # Thumbnails wrap into rows that fit, all inside the strip, and their captions are not cut.
     hidden = page.evaluate(
         "() => { const box = document.querySelector('#gradcam-strip').getBoundingClientRect();"
-        " return [...document.querySelectorAll('#gradcam-strip .thumbnail-item')]"
+        " return [...document.querySelectorAll('#gradcam-strip .xviz-cam')]"
         ".filter((e) => e.getBoundingClientRect().bottom > box.bottom + 1).length; }"
     )
     assert hidden == 0
     columns = page.evaluate(
-        "() => new Set([...document.querySelectorAll('#gradcam-strip .thumbnail-item')]"
+        "() => new Set([...document.querySelectorAll('#gradcam-strip .xviz-cam')]"
         ".map((e) => Math.round(e.getBoundingClientRect().left))).size"
     )
     assert 2 <= columns <= 3
     cut = page.evaluate(
-        "() => [...document.querySelectorAll('#gradcam-strip .caption-label')]"
+        "() => [...document.querySelectorAll('#gradcam-strip .xviz-cam-caption')]"
         ".filter((e) => e.scrollWidth > e.clientWidth + 1).length"
     )
     assert cut == 0
@@ -350,6 +350,24 @@ def test_the_gradcam_strip_wraps_on_a_phone_and_every_image_says_what_it_shows(
         "() => [...document.querySelectorAll('#gradcam-strip img')].map((i) => i.alt)"
     )
     assert len(alts) == 14 and all(alt.startswith(f"block{i} · ") for i, alt in enumerate(alts, 1))
+    page.close()
+
+
+def test_a_block_of_the_strip_clicked_or_keyed_is_enlarged(browser, served_app):
+    url, _ = served_app
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    _attributions_tab(page, url)
+    big = page.locator("#gradcam-big")
+    page.locator('#gradcam-strip [data-block="block7"]').click()
+    big.get_by_text("at block7").wait_for(timeout=30_000)
+    pressed = page.evaluate(
+        "() => [...document.querySelectorAll('#gradcam-strip [aria-pressed=true]')]"
+        ".map((b) => b.dataset.block)"
+    )
+    assert pressed == ["block7"]
+    page.keyboard.press("Tab")  # to block8's button
+    page.keyboard.press("Enter")
+    big.get_by_text("at block8").wait_for(timeout=30_000)
     page.close()
 
 

@@ -7,6 +7,7 @@ before, their zips overwrote each other while being written and served.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import io
 import os
@@ -26,6 +27,7 @@ from conftest import _free_port, launch
 from PIL import Image
 from raw_api import call, dependency, join, new_session
 
+from xviz import files as xfiles
 from xviz.files import FileStore, remove_dead_runs
 from xviz.preprocess import load_image, preprocess, to_display
 
@@ -192,6 +194,16 @@ def test_a_new_file_is_alone_in_its_folder_and_its_name_is_safe(tmp_path: Path) 
 def test_served_pictures_are_written_once_and_read_back_as_drawn(tmp_path: Path) -> None:
     store = FileStore(tmp_path, max_age_s=None)
     rng = np.random.default_rng(0)
+    grid = Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8))
+    png = store.save_png(grid)
+    assert store.save_png(grid) == png  # once
+    assert png.parent.parent == store.run
+    np.testing.assert_array_equal(np.asarray(Image.open(png)), np.asarray(grid))  # lossless
+    store.close()
+
+
+def test_inlined_pictures_decode_to_what_was_drawn() -> None:
+    rng = np.random.default_rng(0)
     # A smooth picture, as a photo under a heatmap is: JPEG keeps it within a few levels.
     ramp = np.linspace(0, 255, 200)
     smooth = np.stack(
@@ -199,15 +211,18 @@ def test_served_pictures_are_written_once_and_read_back_as_drawn(tmp_path: Path)
     )
     photo = Image.fromarray(smooth.astype(np.uint8))
     grid = Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8))
-    png, jpeg = store.save_png(grid), store.save_jpeg(photo)
-    assert store.save_png(grid) == png and store.save_jpeg(photo) == jpeg  # once
-    assert png.parent.parent == jpeg.parent.parent == store.run
-    np.testing.assert_array_equal(np.asarray(Image.open(png)), np.asarray(grid))  # lossless
-    with Image.open(jpeg) as back:
-        assert back.format == "JPEG" and back.size == photo.size
-        error = np.abs(np.asarray(back, dtype=np.float64) - smooth)
-    assert error.mean() < 2.0 and error.max() <= 16
-    store.close()
+    for image, kind in ((grid, "png"), (photo, "jpeg")):
+        url = xfiles.data_url(image, kind)
+        head, _, payload = url.partition(",")
+        assert head == f"data:image/{kind};base64"
+        with Image.open(io.BytesIO(base64.b64decode(payload, validate=True))) as back:
+            assert back.format == kind.upper() and back.size == image.size
+            pixels = np.asarray(back.convert("RGB"), dtype=np.float64)
+        if kind == "png":
+            np.testing.assert_array_equal(pixels, np.asarray(grid))  # lossless
+        else:
+            error = np.abs(pixels - smooth)
+            assert error.mean() < 2.0 and error.max() <= 16
 
 
 def _serve_app(tmp_path: Path) -> tuple[subprocess.Popen, str]:

@@ -20,6 +20,7 @@ ever touched.
 from __future__ import annotations
 
 import atexit
+import base64
 import hashlib
 import io
 import logging
@@ -89,17 +90,7 @@ class FileStore:
         (measured: a 530 x 530 channel grid 11 vs 19 ms, a 299 x 299 Grad-CAM overlay 23 vs
         58 ms) for files 10-15% larger, which loopback and browsers hardly notice.
         """
-        buffer = io.BytesIO()
-        image.save(buffer, format="PNG", compress_level=1)
-        return self._save(buffer.getvalue(), name)
-
-    def save_jpeg(self, image: Image.Image, name: str = "image.jpg", quality: int = 90) -> Path:
-        """``image`` as a JPEG file to serve (photographs only: thumbnails of a photo with a
-        heatmap over it, where a 200 x 200 tile takes 0.15 ms and 9 kB against PNG's 2.8 ms
-        and 60 kB); the same picture is written once."""
-        buffer = io.BytesIO()
-        image.convert("RGB").save(buffer, format="JPEG", quality=quality)
-        return self._save(buffer.getvalue(), name)
+        return self._save(png_bytes(image), name)
 
     def _save(self, data: bytes, name: str) -> Path:
         folder = self.run / hashlib.sha256(data).hexdigest()
@@ -149,6 +140,34 @@ class FileStore:
                 self.sweep()
             except OSError as err:  # a full or read-only disk must not end the sweeping
                 logger.warning("could not delete old exports: %s", err)
+
+
+def png_bytes(image: Image.Image) -> bytes:
+    """``image`` as PNG at zlib level 1 (see :meth:`FileStore.save_png`)."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()
+
+
+def jpeg_bytes(image: Image.Image, quality: int = 90) -> bytes:
+    """``image`` as JPEG, for photograph-like pictures only (a photo under a heatmap): a
+    200 x 200 thumbnail takes 0.15 ms and 9 kB, against PNG's 2.8 ms and 60 kB."""
+    buffer = io.BytesIO()
+    image.convert("RGB").save(buffer, format="JPEG", quality=quality)
+    return buffer.getvalue()
+
+
+def data_url(image: Image.Image, kind: str = "png") -> str:
+    """``image`` inlined in the page as a ``data:`` URL (``kind``: "png" or "jpeg").
+
+    For small pictures that must show the moment their tab opens (the Grad-CAM strip's
+    thumbnails, 170 kB as base64 for all 14): they come with the HTML that holds them. Not for
+    large ones: inlining both channel grids (1.2 MB) made the page slower to show them than
+    fetching them as files (bench/browser.py, 2 cores), as the browser then parses it all in
+    one message.
+    """
+    data = png_bytes(image) if kind == "png" else jpeg_bytes(image)
+    return f"data:image/{kind};base64,{base64.b64encode(data).decode('ascii')}"
 
 
 def remove_dead_runs(root: Path) -> list[Path]:

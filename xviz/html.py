@@ -1,6 +1,7 @@
 """HTML fragments of the app's maps: channel grids with a button per tile, an enlarged channel
-that reports where it is clicked, and colourbars with numbers. Strings in, strings out: the
-images are files the caller serves; the UI wires the clicks (``data-channel``, ``data-y/x``).
+that reports where it is clicked, the Grad-CAM strip, and colourbars with numbers. Strings in,
+strings out: the images are URLs the caller gives (served files, or ``data:`` URLs); the UI
+wires the clicks (``data-channel``, ``data-y/x``, ``data-block``).
 
 Every tile and every map is reachable by keyboard (buttons, ``tabindex``) and says what it
 shows (``aria-label``, ``title``, ``alt``), so that the maps are not pictures only.
@@ -117,6 +118,26 @@ def grid_html(
         f'<div class="xviz-grid-box"><img src="{escape(src)}" width="{width}" '
         f'height="{height}" alt="{escape(alt or title)}"/>{"".join(buttons)}</div>'
         f"{colorbar}</figure>"
+    )
+
+
+def strip_html(items: Sequence[tuple[str, str, str]], title: str, chosen: str | None = None) -> str:
+    """The Grad-CAM strip: one button per block, its thumbnail over its caption.
+
+    ``items``: (block, image URL, caption) in strip order; a click (or Enter) on a button
+    reports its block (``data-block``); ``chosen``, the block shown enlarged, is outlined.
+    """
+    buttons = "".join(
+        f'<button type="button" class="xviz-cam{" xviz-selected" if block == chosen else ""}" '
+        f'data-block="{escape(block)}" aria-pressed="{str(block == chosen).lower()}" '
+        f'title="{escape(caption)}: click to enlarge">'
+        f'<img src="{escape(src)}" alt="{escape(caption)}"/>'
+        f'<span class="xviz-cam-caption">{escape(caption)}</span></button>'
+        for block, src, caption in items
+    )
+    return (
+        f'<figure class="xviz-strip"><figcaption>{escape(title)}</figcaption>'
+        f'<div class="xviz-strip-cams">{buttons}</div></figure>'
     )
 
 

@@ -2,7 +2,9 @@
 each its own) with a score per block, one block enlarged with values, and Captum's input-level
 and block-level methods on demand, with progress and cancel.
 
-The strip and the enlarged block are drawn only while this tab is open, or when it opens.
+The strip and the enlarged block are drawn only while this tab is open, or when it opens; the
+strip also comes with every new analysis while the tab is hidden, as HTML with its thumbnails
+inlined, so that opening the tab shows it at once.
 """
 
 from __future__ import annotations
@@ -12,18 +14,25 @@ from dataclasses import dataclass
 import gradio as gr
 
 from xviz import explorer as ex
+from xviz import html
 from xviz.errors import Cancelled
+from xviz.files import data_url
 from xviz.gradcam import REFERENCE, SCALES
 from xviz.model import BLOCKS
-from xviz.server import ui_errors
+from xviz.server import reported, ui_errors
+from xviz.ui.js import STRIP_CLICKS
 from xviz.ui.shared import MODEL_EVENTS, VIEW_EVENTS, Panel, Shared, arm_event
 
 TAB = "attributions"
-# The strip's tiles show at most ~150 CSS pixels wide (7 a row on a laptop, 3 on a phone):
+# The strip's tiles show ~120-150 CSS pixels wide (7 a row on a laptop, 3 on a phone):
 # 200-pixel thumbnails stay sharp at 1.3x device pixels and, at 299, cost 45% of the pixels
 # to encode, send and decode; as JPEG (photos under a heatmap), 126 kB for all 14 instead of
 # PNG's 849 kB. Clicking one shows the block's values at its own resolution.
+# They are inlined (``data:`` URLs) rather than served files: a hidden tab's images are not
+# fetched until it opens (Gradio's gallery even loads them lazily), and 14 requests then took
+# 70-110 ms on 2 cores while the server drew other panels (bench/browser.py).
 STRIP_SIDE = 200
+STRIP_TITLE = "Grad-CAM per block, block1 (entry) to block14 (exit): click one to enlarge it"
 BLOCK_NAMES = list(BLOCKS)
 SCALE_CHOICES = [("one scale for all blocks", SCALES[0]), ("each block its own", SCALES[1])]
 INTRO = (
@@ -38,7 +47,7 @@ NOT_YET = "Press **Compute** to explain the target class in this image with the 
 @dataclass
 class Attributions:
     alpha: gr.Slider
-    strip: gr.Gallery
+    strip: gr.HTML
     method: gr.Dropdown
     block: gr.Dropdown
     overlay: gr.Image
@@ -66,14 +75,7 @@ def build(shared: Shared) -> Attributions:
             "its own detail",
             elem_id="gradcam-scale",
         )
-    strip = gr.Gallery(
-        label="Grad-CAM per block, block1 (entry) to block14 (exit)",
-        columns=7,
-        height="auto",
-        format="jpeg",
-        allow_preview=False,
-        elem_id="gradcam-strip",
-    )
+    strip = gr.HTML(js_on_load=STRIP_CLICKS, elem_id="gradcam-strip", label=STRIP_TITLE)
     legend = gr.HTML(elem_id="gradcam-legend")
     notes = gr.Markdown(elem_classes="xviz-small")
     chosen = gr.State(REFERENCE)
@@ -122,15 +124,19 @@ def build(shared: Shared) -> Attributions:
         )
         heatmap = gr.Plot(label="Attribution, with values", elem_id="attr-heatmap", min_width=340)
 
-    def tiles(a, alpha, scale) -> list[tuple[str, str]]:
+    def tiles(a, alpha, scale, chosen) -> str:
         strip = explorer.gradcam_strip(a, alpha, scale, side=STRIP_SIDE)
-        return [(shared.jpeg(img), caption) for img, caption in strip]
+        items = [
+            (block, data_url(img, "jpeg"), caption)
+            for block, (img, caption) in zip(BLOCK_NAMES, strip, strict=True)
+        ]
+        return html.strip_html(items, STRIP_TITLE, chosen)
 
-    def cams(session, alpha, scale) -> tuple:
+    def cams(session, alpha, scale, chosen) -> tuple:
         """The strip of a new analysis and its legend."""
         a = explorer.analysis(session)
         bar, text = explorer.gradcam_legend(a, scale)
-        return tiles(a, alpha, scale), bar, text
+        return tiles(a, alpha, scale, chosen), bar, text
 
     def enlarged(session, alpha, scale, block, dark) -> tuple:
         """The enlarged block of a new analysis; the last attribution (of another image or
@@ -143,7 +149,7 @@ def build(shared: Shared) -> Attributions:
     shared.panels += [
         Panel(
             cams,
-            [alpha, scale],
+            [alpha, scale, chosen],
             [strip, legend, notes],
             tab=TAB,
             on_retarget=True,
@@ -160,13 +166,18 @@ def build(shared: Shared) -> Attributions:
     ]
 
     @ui_errors
-    def enlarge(session, alpha, scale, dark, evt: gr.SelectData):
+    def enlarge(session, alpha, scale, dark, evt: gr.EventData):
+        """A block of the strip clicked (the page reports its name): it is shown enlarged."""
+        chosen_block = reported(evt, "block")
+        if chosen_block not in BLOCK_NAMES:  # (a client may report anything)
+            raise ex.AnalysisError("Click a block of the strip: block1 to block14.")
+        if session is None:
+            return gr.skip(), gr.skip(), gr.skip()
         a = explorer.analysis(session)
-        chosen_block = BLOCK_NAMES[evt.index]
         figure, caption = explorer.gradcam_figure(a, chosen_block, alpha, scale, dark)
         return chosen_block, figure, caption
 
-    strip.select(
+    strip.click(
         enlarge,
         [shared.session, alpha, scale, shared.dark],
         [chosen, big, big_text],
@@ -180,7 +191,7 @@ def build(shared: Shared) -> Attributions:
             return (gr.skip(),) * 5
         a = explorer.analysis(session)
         return (
-            tiles(a, alpha, scale),
+            tiles(a, alpha, scale, block),
             *explorer.gradcam_legend(a, scale),
             explorer.gradcam_figure(a, block, alpha, scale, dark)[0],
             gr.skip(),

@@ -13,6 +13,20 @@ element.addEventListener('click', (event) => {
 });
 """
 
+# The Grad-CAM strip: a block's button reports its block and is outlined at once (the server
+# outlines it too when it draws the strip again).
+STRIP_CLICKS = """
+element.addEventListener('click', (event) => {
+  const cam = event.target.closest('[data-block]');
+  if (!cam) return;
+  element.querySelectorAll('[data-block]').forEach((b) => {
+    b.classList.toggle('xviz-selected', b === cam);
+    b.setAttribute('aria-pressed', String(b === cam));
+  });
+  trigger('click', {block: cam.dataset.block});
+});
+"""
+
 # The network map: a block reports its name on click, Enter or Space.
 BLOCK_CLICKS = """
 const pick = (event) => {
