@@ -79,6 +79,7 @@ def build_demo(explorer: Explorer | None = None, retention_s: float = RETENTION_
         api.build(top, views, attribution)
         shared.analysis_events(top)
         shared.on_page_load(top, demo)
+        shared.quiet_progress(demo, top)
 
         def forget(request: gr.Request) -> None:
             explorer.forget(request.session_hash)

@@ -1,6 +1,7 @@
 """The served app through gradio_client: /predict and /analyze, and bad uploads; start-up
 with each kind of weights, broken ones included, locally and as a Space runs it."""
 
+import json
 import os
 import socket
 import subprocess
@@ -56,6 +57,33 @@ def test_the_http_api_is_the_five_documented_endpoints(client):
     for name, endpoint in api.items():  # every output has a name that says what it is
         labels = [r["label"] for r in endpoint["returns"]]
         assert all(label and not label.startswith("value_") for label in labels), (name, labels)
+
+
+def test_no_event_has_the_page_copy_a_layout_block_at_each_status_message(served_app):
+    """Gradio's page re-reads each progress target and input of every event it has run, a
+    layout block with all it holds, at each status message of any event (see
+    ``xviz.ui.shared.quiet_progress``): no event names a layout block there, and those that
+    show no progress have only the hidden placeholder (or nothing)."""
+    url, _ = served_app
+    with urllib.request.urlopen(f"{url.rstrip('/')}/config", timeout=30) as response:
+        config = json.load(response)
+    kinds = {c["id"]: c["type"] for c in config["components"]}
+    layouts = {"tabs", "tabitem", "row", "column", "group", "accordion", "form"}
+    assert layouts & set(kinds.values()) >= {"tabs", "tabitem", "row", "column"}  # the page has
+    quiet = [
+        c["id"]
+        for c in config["components"]
+        if c.get("props", {}).get("label") == "no progress shown"
+    ]
+    assert len(quiet) == 1
+    events = [d for d in config["dependencies"] if d["backend_fn"]]
+    assert len(events) > 40
+    for event in events:
+        targets = event["show_progress_on"] or event["outputs"]
+        named = [kinds[i] for i in targets + event["inputs"] if kinds[i] in layouts]
+        assert not named, (event["id"], named)
+        if event["show_progress"] == "hidden":
+            assert targets in ([], quiet), event["id"]
 
 
 def test_predict_endpoint_returns_the_models_top5(client, served_app, photo):

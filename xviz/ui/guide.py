@@ -76,6 +76,7 @@ def build(shared: Shared, row: list[tuple[gr.Button, guide.GuideStep]]) -> None:
             [shared.session, shared.layer, shared.dark],
             [shared.tabs, shared.tab, title, answer, figure],
             api_name=False,
+            show_progress_on=[answer],  # not the tabs (see shared.quiet_progress)
             **MODEL_EVENTS,
         )
 

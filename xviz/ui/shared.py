@@ -39,7 +39,11 @@ VIEW_EVENTS: dict[str, Any] = {"queue": False, "show_progress": "hidden", "api_n
 # Drawing a tab's panels of an analysis: queued (it streams a panel at a time) but not behind
 # the model's events. Should the analysis have left the cache, recomputing it still waits for
 # the model, whose computations all run on one thread (xviz.worker).
-RENDER_EVENTS: dict[str, Any] = {"concurrency_id": "render", "concurrency_limit": 4}
+RENDER_EVENTS: dict[str, Any] = {
+    "concurrency_id": "render",
+    "concurrency_limit": 4,
+    "show_progress": "hidden",
+}
 
 
 @dataclass(frozen=True)
@@ -120,6 +124,7 @@ class Shared:
     link: gr.Textbox  # the link to the current view
     copy: gr.Button
     open_request: gr.State  # (side, channel) to show large with the next analysis (a link's)
+    quiet: gr.HTML  # hidden: the only progress target of events that show none (see below)
     main: gr.Column  # the main column, where the tabs go
     tour: gr.Row  # under the title, for the guided tour's buttons
     panels: list[Panel] = field(default_factory=list)
@@ -129,10 +134,6 @@ class Shared:
     def png(self, image: Any) -> str:
         """A rendered image as a served PNG file (see :class:`~xviz.files.FileStore`)."""
         return str(self.files.save_png(image))
-
-    def jpeg(self, image: Any) -> str:
-        """A photograph-like thumbnail as a served JPEG file (see ``FileStore.save_jpeg``)."""
-        return str(self.files.save_jpeg(image))
 
 
 INTRO = (
@@ -238,9 +239,10 @@ def build_header(explorer: ex.Explorer, files: FileStore) -> Shared:
                     min_width=170,
                 )
     dark = gr.Checkbox(False, visible=False, label="dark mode")
+    quiet = gr.HTML(visible=False, label="no progress shown")
     return Shared(
         explorer, files, session, tab, shown, image, size, prediction, target, info, netmap,
-        flow, block, layer, dark, link, copy, gr.State(None), main, tour,
+        flow, block, layer, dark, link, copy, gr.State(None), quiet, main, tour,
     )  # fmt: skip
 
 
@@ -342,9 +344,32 @@ def on_page_load(shared: Shared, demo: gr.Blocks) -> None:
         shared.target, shared.info, shared.flow, shared.block, shared.layer, shared.netmap,
         shared.tabs, shared.tab,
     } | _outputs(eager)  # fmt: skip
-    demo.load(load, shared.dark, outputs, js=DARK_JS, api_name=False, **MODEL_EVENTS).then(
-        **_lazy_event(shared)
-    )
+    demo.load(
+        load,
+        shared.dark,
+        outputs,
+        js=DARK_JS,
+        api_name=False,
+        show_progress_on=[shared.prediction],  # not the tabs (see ``quiet_progress``)
+        show_progress="minimal",
+        **MODEL_EVENTS,
+    ).then(**_lazy_event(shared))
+
+
+def quiet_progress(demo: gr.Blocks, shared: Shared) -> None:
+    """Events that show no progress get ``shared.quiet`` as their only progress target.
+
+    Gradio's page (6.31) keeps a loading status for the progress targets (``show_progress_on``,
+    else the outputs) and the inputs of every event it has run, and at each status message of
+    any event (queued, started, each streamed output, done) re-reads every one of them, copying
+    its whole state (a figure's JSON, a grid's HTML), and for a layout block (tabs, a row, a
+    column) everything inside it. Measured on 2 cores, one upload then cost the page 230-350 ms
+    of such copies, most of it because the first screen's event named the tabs as an output,
+    and the channel views the channel panel's rows: CPU the analysis and drawing needed.
+    """
+    for fn in demo.fns.values():
+        if fn.show_progress == "hidden" and not fn.show_progress_on:
+            fn.show_progress_on = [shared.quiet]
 
 
 def arm_event(explorer: ex.Explorer) -> dict[str, Any]:
