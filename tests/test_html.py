@@ -91,3 +91,19 @@ def test_the_channel_view_reports_its_map_size_and_marks_a_position():
     assert mark["top"] == pytest.approx(100 * 3 / 19, abs=1e-3)
     assert mark["left"] == pytest.approx(100 * 4 / 17, abs=1e-3)
     assert root.find(".//img").get("alt") == "alt text"
+
+
+def test_the_strip_has_a_button_per_block_that_names_it_and_outlines_the_chosen_one():
+    items = [
+        (f"block{i}", f"data:image/jpeg;base64,{i}", f"block{i} · 9x9 · <b>&") for i in (1, 2, 3)
+    ]
+    root = ET.fromstring(html.strip_html(items, "Grad-CAM <per> block", chosen="block2"))
+    assert root.find("figcaption").text == "Grad-CAM <per> block"  # escaped, read back as text
+    buttons = root.findall(".//button")
+    assert [b.get("data-block") for b in buttons] == ["block1", "block2", "block3"]
+    assert [b.get("aria-pressed") for b in buttons] == ["false", "true", "false"]
+    assert ["xviz-selected" in b.get("class") for b in buttons] == [False, True, False]
+    for (_, src, caption), button in zip(items, buttons, strict=True):
+        img = button.find("img")
+        assert img.get("src") == src and img.get("alt") == caption
+        assert button.find("span").text == caption and button.find("span").get("aria-hidden")

@@ -132,7 +132,7 @@ def strip_html(items: Sequence[tuple[str, str, str]], title: str, chosen: str | 
         f'data-block="{escape(block)}" aria-pressed="{str(block == chosen).lower()}" '
         f'title="{escape(caption)}: click to enlarge">'
         f'<img src="{escape(src)}" alt="{escape(caption)}"/>'
-        f'<span class="xviz-cam-caption">{escape(caption)}</span></button>'
+        f'<span class="xviz-cam-caption" aria-hidden="true">{escape(caption)}</span></button>'
         for block, src, caption in items
     )
     return (
