@@ -244,11 +244,12 @@ def test_explore_every_tab(browser, served_app, shots):
     wait_changed(page, "#pointwise-grid", entry_right)
     page.screenshot(path=str(shots / "2_activations_middle.png"), full_page=True)
 
-    # The Grad-CAM strip is drawn when its tab opens.
+    # The Grad-CAM strip is there when its tab opens; the enlarged block is drawn then.
     page.get_by_role("tab", name="Attributions").click()
     page.wait_for_function(
         "() => document.querySelectorAll('#gradcam-strip img').length >= 14", timeout=60_000
     )
+    page.locator("#gradcam-big .js-plotly-plot").wait_for(timeout=60_000)
     page.screenshot(path=str(shots / "3_attributions.png"), full_page=True)
 
     page.get_by_role("tab", name="Cost").click()
