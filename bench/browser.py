@@ -163,6 +163,15 @@ def timed(page: Page, names: list[str], action: Callable[[], object]) -> dict[st
     return {name: ms[name] / 1000 for name in names}
 
 
+def uploaded(page: Page, explorer: Explorer, photo: Path, names: list[str]) -> dict[str, float]:
+    """Seconds from uploading ``photo`` (analysed afresh: the cache is emptied first) until
+    each milestone in ``names`` holds."""
+    explorer.cache.clear()
+    page.evaluate(WATCH_JS)
+    upload = page.locator("#image-input input[type=file]")
+    return timed(page, names, lambda: upload.set_input_files(str(photo)))
+
+
 def display(page: Page) -> Page:
     """The page with the display options in view (a closed accordion holds them)."""
     if not page.locator("#sort").is_visible():
@@ -210,7 +219,6 @@ def main() -> None:
     demo = build_demo(explorer)
     demo.launch(server_name="127.0.0.1", prevent_thread_lock=True, quiet=True, **launch_options())
     photos = all_examples()[: args.photos + 1]  # the first one warms up
-    # Each upload is analysed afresh (the cache is emptied before it).
     uploads = [(i == 0 and r == 0, p) for r in range(args.rounds) for i, p in enumerate(photos)]
     results: dict[int, dict[str, list[float]]] = {}
     references: dict[int, list[float]] = {}
@@ -237,15 +245,7 @@ def main() -> None:
                 references[size] = fwd_bwd_s(explorer.model, size)
                 rows: dict[str, list[float]] = {}
                 for warm_up, photo in uploads:
-                    explorer.cache.clear()
-                    page.evaluate(WATCH_JS)
-                    got = timed(
-                        page,
-                        UPLOAD,
-                        lambda photo=photo: page.locator(
-                            "#image-input input[type=file]"
-                        ).set_input_files(str(photo)),
-                    )
+                    got = uploaded(page, explorer, photo, UPLOAD)
                     settle(page)
                     for name, prepare, action in [] if args.uploads_only else CHANGES:
                         if prepare is not None:
@@ -262,15 +262,7 @@ def main() -> None:
                 page.get_by_role("tab", name="Attributions").click()
                 page.wait_for_timeout(300)
                 for warm_up, photo in uploads:
-                    explorer.cache.clear()
-                    page.evaluate(WATCH_JS)
-                    got = timed(
-                        page,
-                        ["prediction", "strip"],
-                        lambda photo=photo: page.locator(
-                            "#image-input input[type=file]"
-                        ).set_input_files(str(photo)),
-                    )
+                    got = uploaded(page, explorer, photo, ["prediction", "strip"])
                     got = {f"attributions {name}": value for name, value in got.items()}
                     page.wait_for_timeout(300)  # the hidden grids sent after the strip
                     page.wait_for_function("() => !document.querySelector('.progress-text')")
