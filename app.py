@@ -11,6 +11,10 @@ import signal
 from pathlib import Path
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+if os.environ.get("SPACES_ZERO_GPU", "").strip().lower() in ("1", "t", "true"):
+    # On ZeroGPU (xviz/zerogpu.py) the `spaces` package patches torch's CUDA: it must be
+    # imported before torch is ("CUDA has been initialized before importing `spaces`").
+    import spaces  # noqa: F401
 
 import gradio as gr
 from gradio.utils import get_upload_folder

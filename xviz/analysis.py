@@ -205,6 +205,7 @@ class Analysis:
     # sepconv name -> (scale, shift) of the BatchNorm after it, for sepconv_input.
     bn_affine: dict[str, tuple[np.ndarray, np.ndarray]] = field(repr=False)
     elapsed_s: float = 0.0
+    device: str = "cpu"  # where it was computed ("cuda" in a ZeroGPU worker)
 
     @property
     def target_label(self) -> str:
@@ -592,6 +593,7 @@ def analyze(
             name: (affine[2 * i], affine[2 * i + 1]) for i, name in enumerate(SEPCONV_NAMES)
         },
         elapsed_s=time.perf_counter() - started,
+        device=model_device(model).type,
     )
 
 

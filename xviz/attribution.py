@@ -90,6 +90,7 @@ class Attribution:
     block: str | None
     elapsed_s: float
     params: dict[str, Any] = field(default_factory=dict)
+    device: str = "cpu"  # where it was computed
 
 
 class _Counted(nn.Module):
@@ -323,4 +324,5 @@ def attribute(
         block=block if method in LAYER_METHODS else None,
         elapsed_s=time.perf_counter() - started,
         params=settings.used,
+        device=x.device.type,
     )

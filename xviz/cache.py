@@ -195,21 +195,26 @@ class AnalysisCache:
         size: int | None = None,
         top_k: int = 5,
         storage: Storage = "uint8",
-        run: Callable[[Callable[[], Analysis]], Analysis] | None = None,
+        run: Callable[..., Analysis] | None = None,
     ) -> Analysis:
         """:func:`xviz.analysis.analyze`, cached. The image is decoded and resized once here.
 
-        ``run`` runs the computation on a cache miss (e.g. ``ModelThread.run``, to keep it on
-        one thread); a hit is answered in the calling thread.
+        ``run`` runs the computation on a cache miss as ``run(analyze, x, **settings)``, for
+        ``analyze(model, x, **settings)`` (an :class:`xviz.worker.Runner`: on the model's
+        thread, or on ZeroGPU); a hit is answered in the calling thread.
         """
         size = resolve_size(model, image, size)
         x, _ = prepare_input(image, size)
         key = CacheKey(tensor_digest(x), weights_id(model), target, size, top_k, storage)
 
-        def compute() -> Analysis:
-            return analyze(model, x, target=target, size=size, top_k=top_k, storage=storage)
+        settings = {"target": target, "size": size, "top_k": top_k, "storage": storage}
 
-        return self.get_or_compute(key, compute if run is None else lambda: run(compute))
+        def compute() -> Analysis:
+            if run is None:
+                return analyze(model, x, **settings)
+            return run(analyze, x, **settings)
+
+        return self.get_or_compute(key, compute)
 
     def clear(self) -> None:
         """Drop every entry (results already handed out stay valid)."""

@@ -38,7 +38,7 @@ from xviz.errors import AnalysisError, short
 from xviz.examples import example_names
 from xviz.model import BLOCKS, FLOWS, SEPCONV_BLOCK, Xception
 from xviz.preprocess import load_image, to_display
-from xviz.worker import ModelThread
+from xviz.worker import Runner
 
 PER_PAGE = 64
 # Input sides the explorer runs: at 32 the exit flow is down to 1x1 (below 7 nothing is
@@ -364,15 +364,17 @@ class Explorer:
         cache_mb: float = 768,
         top_k: int = 5,
         max_age_s: float | None = 3600,
+        runner: Runner | None = None,
     ) -> None:
-        self.model = model
+        self.model = model  # its weights are read here; computations go through the runner
         self.max_age_s = max_age_s
         self.cache = AnalysisCache(cache_mb, max_age_s=max_age_s)
         self.top_k = top_k
         self.native_size = input_size(model)
         self._examples = example_names()
-        # The model's computations all run here: a warm thread (see xviz/worker.py).
-        self.thread = ModelThread()
+        # Every model computation runs through this: on one warm thread (xviz/worker.py),
+        # or on ZeroGPU (xviz/zerogpu.py).
+        self.runner = runner or Runner(model)
         self._cancel: dict[str, threading.Event] = {}
         self._armed: dict[str, threading.Event] = {}  # runs asked for, still in the queue
         self._cancel_lock = threading.Lock()
@@ -408,7 +410,7 @@ class Explorer:
                 target=session.target,
                 size=session.size,
                 top_k=self.top_k,
-                run=self.thread.run,
+                run=self.runner,
             )
 
     def retarget(self, session: Session, label: str | None) -> Session:
@@ -652,9 +654,11 @@ class Explorer:
         analysis = self.analysis(session)
         cancelled = self.new_run(session_id)
         with out_of_memory_guard(METHOD_TITLES[method]):
-            result: Attribution = attribute(
-                self.model,
-                analysis,
+            result: Attribution = self.runner(
+                attribute,
+                analysis.image,
+                target=analysis.target,
+                size=analysis.size,
                 method=method,
                 block=block if method in LAYER_METHODS else None,
                 progress=progress,
@@ -702,7 +706,14 @@ class Explorer:
         if not change.blocks and kind != "zero_channel":
             raise AnalysisError("Pick at least one block to change.")
         with out_of_memory_guard("the ablation"):
-            return ablate(self.model, analysis, change, target=analysis.target, top_k=self.top_k)
+            return self.runner(
+                ablate,
+                analysis.image,
+                change,
+                target=analysis.target,
+                size=analysis.size,
+                top_k=self.top_k,
+            )
 
     # --- export ----------------------------------------------------------------------------
 
@@ -784,7 +795,8 @@ def attribution_text(
     """What an attribution shows and how to read its colours (markdown); for a map that is
     zero everywhere, why."""
     label = result.target_label
-    ran = f"{result.elapsed_s:.1f} s, parameters {json.dumps(result.params)}"
+    where = "the GPU" if result.device == "cuda" else f"the {result.device.upper()}"
+    ran = f"{result.elapsed_s:.1f} s on {where}, parameters {json.dumps(result.params)}"
     if not result.map.any():
         why = blank_attribution(analysis, result.method, result.block, title, label)
         return f"{why} ({ran})"

@@ -323,8 +323,13 @@ class VisualizationCache:
         seed: int = 0,
         progress: Progress | None = None,
         cancel: CancelCheck | None = None,
+        run: Callable[..., Visualization] | None = None,
     ) -> Visualization:
-        """:func:`visualize`, cached channel by channel; ``elapsed_s`` is this call's time."""
+        """:func:`visualize`, cached channel by channel; ``elapsed_s`` is this call's time.
+
+        ``run`` computes what is missing as ``run(visualize, map_name, ...)`` (an
+        ``xviz.worker.Runner``: the model's thread, or ZeroGPU); default here, directly.
+        """
         started = time.perf_counter()
         map_kind(map_name)
         chosen = _checked_channels(map_name, channels)
@@ -337,7 +342,11 @@ class VisualizationCache:
         found = {c: self._entries.get(key(c)) for c in dict.fromkeys(chosen)}
         missing = [c for c, value in found.items() if value is None]
         if missing:
-            fresh = visualize(model, map_name, missing, size, steps, seed, progress, cancel)
+            args = (map_name, missing, size, steps, seed)
+            if run is None:
+                fresh = visualize(model, *args, progress=progress, cancel=cancel)
+            else:
+                fresh = run(visualize, *args, progress=progress, cancel=cancel)
             for position, channel in enumerate(missing):
                 single = fresh.select([position])
                 found[channel] = self._entries.get_or_compute(key(channel), lambda s=single: s)

@@ -185,6 +185,11 @@ def answer(
     return _gradcam(chosen, analysis)
 
 
+def answer_with(model: Xception, key: int | str, analysis: Analysis, layer: str) -> GuideAnswer:
+    """:func:`answer` with the model first, as an ``xviz.worker.Runner`` calls functions."""
+    return answer(key, model, analysis, layer)
+
+
 def _peak_trace(model: Xception, analysis: Analysis, layer: str, side: str) -> ValueTrace:
     """The trace of the channel with the largest maximum, at its float32 peak."""
     stored = analysis.map(f"{layer}.{side}")

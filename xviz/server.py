@@ -22,11 +22,13 @@ from pathlib import Path
 from typing import Any
 
 import gradio as gr
+from gradio.context import LocalContext
 from gradio.data_classes import ImageData
 from gradio.exceptions import InvalidPathError
 from PIL import Image
 from starlette.middleware import Middleware
 
+from xviz import zerogpu
 from xviz.devices import resolve_device
 from xviz.errors import ImageError, XvizError, short
 from xviz.examples import all_examples
@@ -35,6 +37,7 @@ from xviz.model import Xception
 from xviz.preprocess import MAX_FILE_BYTES, MAX_PIXELS, data_url_bytes
 from xviz.warmup import start_warm_up
 from xviz.weights import load_model
+from xviz.worker import Runner
 
 logger = logging.getLogger(__name__)
 
@@ -296,21 +299,44 @@ def reported(evt: gr.EventData, name: str) -> Any:
 def make_explorer(
     weights: str | None = None, device: str | None = None, cache_mb: float = CACHE_MB
 ) -> Explorer:
-    """Load the weights (``XVIZ_WEIGHTS`` / auto) on the device and wrap them for the app."""
-    model = load_model(weights or "auto", device=device or "auto")
-    start_warm_up(model)  # on a GPU: every shape the app runs, once, in a daemon thread
-    return Explorer(model, cache_mb=cache_mb, max_age_s=RETENTION_S)
+    """Load the weights (``XVIZ_WEIGHTS`` / auto) on the device and wrap them for the app.
+
+    On ZeroGPU (``xviz.zerogpu``) the served model stays on the CPU and a copy goes to the
+    GPU, which exists only inside the worker's calls: no warm-up runs (it would need CUDA
+    outside a call, or book a visitor's quota at start).
+    """
+    if zerogpu.enabled():
+        model = load_model(weights or "auto", device="cpu")
+        runner: Runner = zerogpu.ZeroGPURunner(model, notify=_tell_visitor, for_visitor=_in_request)
+    else:
+        model = load_model(weights or "auto", device=device or "auto")
+        start_warm_up(model)  # on a GPU: every shape the app runs, once, in a daemon thread
+        runner = Runner(model)
+    return Explorer(model, cache_mb=cache_mb, max_age_s=RETENTION_S, runner=runner)
 
 
-def weights_line(model: Xception) -> str:
-    """Which weights run where, and why those: one line the page always shows."""
+def _in_request() -> bool:
+    """Whether this thread serves a visitor's request (Gradio's context says so)."""
+    return LocalContext.request.get(None) is not None
+
+
+def _tell_visitor(sentence: str) -> None:
+    """A sentence for the visitor whose request this is, as a notice on their page (outside a
+    request, Gradio logs it)."""
+    gr.Warning(sentence, duration=12)
+
+
+def weights_line(model: Xception, where: str | None = None) -> str:
+    """Which weights run where (``where``, default the model's device), and why those: one
+    line the page always shows."""
     src = model.source
     if src is None:
         return "Weights: **random** (for tests only): predictions mean nothing."
-    device = resolve_device(str(next(model.parameters()).device))
+    if where is None:
+        where = resolve_device(str(next(model.parameters()).device)).type
     line = (
         f"Weights: **{src.name}**, {len(model.labels)} classes ({src.label_set}), "
-        f"running on **{device.type}**."
+        f"running on **{where}**."
     )
     return f"{line} Why these weights: {src.note}." if src.note else line
 

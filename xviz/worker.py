@@ -1,4 +1,4 @@
-"""One thread for a model's computations.
+"""Where the model's computations run: one warm thread, through one :class:`Runner`.
 
 A web server runs each request in whichever of its pool's threads is free. PyTorch's CPU
 parallelism (the OpenMP thread team, oneDNN's per-thread state) is set up per calling thread,
@@ -10,10 +10,11 @@ warm; the model's lock already lets one computation run at a time, so nothing is
 
 from __future__ import annotations
 
+import contextvars
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -39,3 +40,32 @@ class ModelThread:
         if threading.get_ident() == self._ident:
             return fn()
         return self._pool.submit(fn).result()
+
+
+class Runner:
+    """Where the served model's computations run: ``runner(fn, *args, **kwargs)`` is
+    ``fn(model, *args, **kwargs)``, with ``fn`` a module-level function of xviz (``analyze``,
+    ``attribute``, ...), run here on one warm :class:`ModelThread`.
+
+    :class:`xviz.zerogpu.ZeroGPURunner` runs the same calls in a ZeroGPU worker process
+    instead, which is why a call names a function and its plain arguments rather than a
+    closure: those can be sent to another process. ``progress`` and ``cancel`` keyword
+    arguments (callables) are passed through.
+    """
+
+    def __init__(self, model: Any, thread: ModelThread | None = None) -> None:
+        self.model = model
+        self.thread = thread or ModelThread()
+        #: The device the computations run on, and how the page names it.
+        self.device = str(next(model.parameters()).device)
+        self.where = "the CPU" if self.device == "cpu" else f"the GPU ({self.device})"
+
+    def __call__(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+        # The caller's context (Gradio's request, its progress tracker) goes along.
+        context = contextvars.copy_context()
+        return self.thread.run(lambda: context.run(fn, self.model, *args, **kwargs))
+
+    def booked_s(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> float | None:
+        """GPU seconds the call would book from a visitor's quota; None where there is no
+        quota (here)."""
+        return None

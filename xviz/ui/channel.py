@@ -141,7 +141,7 @@ class ChannelPanel:
     def _steps(self, session, layer, side, channel, partner, dark, position=None) -> dict:
         explorer = self.shared.explorer
         analysis = explorer.analysis(session)
-        made = sepconv_steps(explorer.model, analysis, layer, side, channel, partner)
+        made = explorer.runner(sepconv_steps, analysis, layer, side, channel, partner)
         figures = steps_figures(made, dark=bool(dark), position=position)
         partner = made.pointwise_channel if made.picked == "depthwise" else made.depthwise_channel
         return {
@@ -163,8 +163,8 @@ class ChannelPanel:
             return self.values({self.trace_text: note})
         explorer = self.shared.explorer
         half = "depthwise" if side == "left" else "pointwise"
-        made = explain_value(
-            explorer.model, explorer.analysis(session), f"{layer}.{half}", channel, y, x
+        made = explorer.runner(
+            explain_value, explorer.analysis(session), f"{layer}.{half}", channel, y, x
         )
         view = self.view(session, layer, side, channel, cmap, overlay)
         return self.values(

@@ -38,16 +38,24 @@ linear.
 """
 
 
-def measure_text(clock: MeasureClock, size: int) -> str:
-    """The measure button's text: how long measuring takes here at ``size``."""
+def measure_text(clock: MeasureClock, size: int, booked_s: float | None = None) -> str:
+    """The measure button's text: how long measuring takes here at ``size``; on ZeroGPU, the
+    GPU time it books (``booked_s``) from the visitor's daily quota."""
     if size in clock.took:
         return f"Show the timings again (measuring took {clock.took[size]:.0f} s)"
+    if booked_s is not None:
+        return f"Measure on ZeroGPU's GPU (books about {booked_s:.0f} s of your GPU quota)"
     return f"Measure on this machine (about {max(1, round(clock.predicted_s(size)))} s)"
 
 
 def build(shared: Shared) -> None:
     model = shared.explorer.model
+    runner = shared.explorer.runner
     device = next(model.parameters()).device
+
+    def label(size: int) -> str:
+        return measure_text(clock, size, runner.booked_s(measure_all, None, input_size=size))
+
     costs: dict[int, NetworkCost] = {}
 
     def network(size) -> NetworkCost:
@@ -80,12 +88,12 @@ def build(shared: Shared) -> None:
         "### Theory vs practice\n"
         "Fewer multiply-adds need not mean less time. Measuring times every separable conv "
         "of the network and a standard convolution of the same shape (random weights, batch 1) "
-        f"on this machine's **{device.type}**, at the app's input size."
+        f"on **{runner.where}**, at the app's input size."
     )
     native = int(shared.size.value)
     # Updated with the input size (which each page load sets) and after each measurement. Not
     # a function of its own: Gradio would make that a public "/lambda" endpoint.
-    measure_btn = gr.Button(measure_text(clock, native), elem_id="measure")
+    measure_btn = gr.Button(label(native), elem_id="measure")
     with gr.Row(equal_height=False):  # side by side on a laptop, one above the other on a phone
         with gr.Column(min_width=320):
             speed = gr.Plot(label="Theory vs practice", elem_id="speedup")
@@ -127,7 +135,7 @@ def build(shared: Shared) -> None:
 
     def on_size(size, dark) -> tuple:
         # A speed-up figure of another size would mislead: it goes until measured again.
-        return (*figures(size, dark), measure_text(clock, int(size)), None, "")
+        return (*figures(size, dark), label(int(size)), None, "")
 
     shared.size.change(
         on_size,
@@ -141,9 +149,9 @@ def build(shared: Shared) -> None:
         size = int(size)
         cached = size in clock.took
         started = time.perf_counter()
-        results = measure_all(
-            model,
-            device,
+        results = runner(
+            measure_all,
+            runner.device,
             input_size=size,
             progress=lambda i, total, name: progress(i / max(total, 1), desc=f"timing {name}"),
         )
@@ -152,7 +160,7 @@ def build(shared: Shared) -> None:
         return (
             plots.speedup_figure(results, dark=dark),
             plots.speedup_summary(results),
-            measure_text(clock, size),
+            label(size),
         )
 
     measure_btn.click(

@@ -58,7 +58,8 @@ def build(shared: Shared, row: list[tuple[gr.Button, guide.GuideStep]]) -> None:
             if session is None:
                 return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
             layer = layer if layer in SEPCONV_BLOCK else guide.DEFAULT_LAYER
-            made = guide.answer(chosen.key, explorer.model, explorer.analysis(session), layer)
+            analysis = explorer.analysis(session)
+            made = explorer.runner(guide.answer_with, chosen.key, analysis, layer)
             heading = f"### {chosen.number}. {chosen.title}\n{chosen.text}\n\n*{chosen.reference}*"
             return (
                 gr.Tabs(selected=TAB),

@@ -17,7 +17,7 @@ from PIL import Image
 from xviz import explorer as ex
 from xviz.atlas import default_atlas
 from xviz.errors import Cancelled
-from xviz.featurevis import VisualizationCache
+from xviz.featurevis import VisualizationCache, visualize
 from xviz.responds import contact_sheet, examples_strip, top_examples
 from xviz.server import ui_errors
 from xviz.ui.shared import MODEL_EVENTS, Shared, arm_event
@@ -124,6 +124,7 @@ def build(
                 SIZE,
                 progress=lambda f, msg: progress(f, desc=msg),
                 cancel=cancel.is_set,
+                run=explorer.runner,
             )
         except Cancelled:  # what was shown stays, without an error over it
             return gr.skip()
@@ -147,6 +148,14 @@ def build(
         m = explorer.analysis(session).map(name)
         channels = [int(c) for c in ex.grid(m, sort, page).channels]
         cancel = explorer.new_run(request.session_hash if request else "")
+        chunks = [channels[start : start + BATCH] for start in range(0, len(channels), BATCH)]
+        booked = [explorer.runner.booked_s(visualize, name, c, SIZE) for c in chunks]
+        if None not in booked:  # on ZeroGPU: what it costs the visitor, before it starts
+            gr.Info(
+                f"This page of {len(channels)} feature visualizations books about "
+                f"{sum(booked):.0f} s of GPU time from your daily ZeroGPU quota, in "
+                f"{len(chunks)} runs of {BATCH} channels; Cancel stops it."
+            )
         parts = []
         for start in range(0, len(channels), BATCH):
             chunk = channels[start : start + BATCH]
@@ -160,7 +169,13 @@ def build(
             try:
                 parts.append(
                     visuals.visualize(
-                        explorer.model, name, chunk, SIZE, progress=step, cancel=cancel.is_set
+                        explorer.model,
+                        name,
+                        chunk,
+                        SIZE,
+                        progress=step,
+                        cancel=cancel.is_set,
+                        run=explorer.runner,
                     )
                 )
             except Cancelled:

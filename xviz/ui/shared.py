@@ -202,7 +202,9 @@ def build_header(explorer: ex.Explorer, files: FileStore) -> Shared:
                 elem_id="size",
             )
             info = gr.Markdown("Pick an example or upload an image.", elem_classes="xviz-small")
-            gr.Markdown(weights_line(explorer.model), elem_classes="xviz-small")
+            gr.Markdown(
+                weights_line(explorer.model, explorer.runner.where), elem_classes="xviz-small"
+            )
             with gr.Accordion("About the weights and the limits", open=False):
                 gr.Markdown(weights_details(explorer.model), elem_classes="xviz-small")
                 gr.Markdown(
@@ -383,10 +385,15 @@ def arm_event(explorer: ex.Explorer) -> dict[str, Any]:
     return {"fn": arm, "inputs": None, "outputs": None, **VIEW_EVENTS}
 
 
+DEVICE_NAMES = {"cpu": "the CPU", "cuda": "the GPU", "mps": "the GPU (MPS)"}
+
+
 def status(analysis: Any) -> str:
+    """The line under the prediction: what was analysed, with what, where and how fast."""
     return (
-        f"Analysed at {analysis.size}x{analysis.size} with `{analysis.weights}` in "
-        f"{analysis.elapsed_s:.2f} s; Grad-CAM explains **{analysis.target_label}**."
+        f"Analysed at {analysis.size}x{analysis.size} with `{analysis.weights}` on "
+        f"{DEVICE_NAMES.get(analysis.device, analysis.device)} in {analysis.elapsed_s:.2f} s; "
+        f"Grad-CAM explains **{analysis.target_label}**."
     )
 
 
