@@ -128,9 +128,9 @@ def test_cache_computes_only_missing_channels_as_one_batch(model, monkeypatch):
     calls = []
     real = featurevis.visualize
 
-    def counted(model, name, channels, *args):
+    def counted(model, name, channels, *args, **kwargs):
         calls.append(list(channels))
-        return real(model, name, channels, *args)
+        return real(model, name, channels, *args, **kwargs)
 
     monkeypatch.setattr(featurevis, "visualize", counted)
     cache = VisualizationCache(budget_mb=1)
