@@ -135,8 +135,10 @@ class BookingClock:
 
     The priors are from an H200 (``xviz.analysis.analyze`` 0.1 s and Integrated Gradients
     3.7 s for a first run, 0.13 s after; a forward+backward at 299 0.015 s), with room for
-    the slice of one that ZeroGPU lends. Each successful call replaces them with what it
-    measured (the mean of the last one and the new one), so a Space learns its own GPU.
+    the slice of one that ZeroGPU lends. Each successful call updates them with what it
+    measured, so a Space learns its own GPU: a longer time is taken at once (a call that
+    outlives its booking may be stopped), a shorter one halves the gap (a booking that is too
+    long only costs queue priority).
     """
 
     unit_s: float = 0.06
@@ -172,19 +174,26 @@ class BookingClock:
         shape = _shape(fn, kwargs)
         visit = Visit(fn.__qualname__, booked, used_s, gpu_s, cold)
         with self._lock:
+            units = _units(fn, args, kwargs)
+            # A cold or first-of-its-shape call: what it took beyond the work itself.
+            extra = max(used_s - units * self.unit_s, 0.0)
             if cold:
-                self.cold_s = (self.cold_s + used_s) / 2
+                self.cold_s = _learn(self.cold_s, extra)
             elif shape in self._shapes:
-                per_unit = gpu_s / max(_units(fn, args, kwargs), 1e-3)
-                self.unit_s = (self.unit_s + per_unit) / 2
-                self.warm_s = (self.warm_s + max(used_s - gpu_s, 0.0)) / 2
+                self.unit_s = _learn(self.unit_s, gpu_s / max(units, 1e-3))
+                self.warm_s = _learn(self.warm_s, max(used_s - gpu_s, 0.0))
             else:
-                self.new_shape_s = (self.new_shape_s + used_s) / 2
+                self.new_shape_s = _learn(self.new_shape_s, extra)
             self._shapes.add(shape)
             self._warm_until = time.monotonic() + self.warm_for_s
             self.visits.append(visit)
             del self.visits[:-1000]
         return visit
+
+
+def _learn(estimate: float, measured: float) -> float:
+    """A longer measurement at once, a shorter one half-way (see :class:`BookingClock`)."""
+    return measured if measured > estimate else (estimate + measured) / 2
 
 
 # --- what runs in the worker process ----------------------------------------------------------
