@@ -1,125 +1,19 @@
-"""xviz web app: the page composed of its parts (``xviz/ui/``, one module per tab), and its launch.
+"""xviz web app: ``python app.py`` serves it (what a Hugging Face Space runs; ``xviz serve``
+does the same from an installed package). The page is composed in ``xviz/ui/page.py``.
 
-Run ``python app.py`` (``GRADIO_SERVER_NAME`` / ``GRADIO_SERVER_PORT`` are honoured).
+``GRADIO_SERVER_NAME`` / ``GRADIO_SERVER_PORT`` are honoured.
 """
 
-from __future__ import annotations
-
-import logging
 import os
-import signal
-from pathlib import Path
 
-os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 if os.environ.get("SPACES_ZERO_GPU", "").strip().lower() in ("1", "t", "true"):
     # On ZeroGPU (xviz/zerogpu.py) the `spaces` package patches torch's CUDA: it must be
     # imported before torch is ("CUDA has been initialized before importing `spaces`").
     import spaces  # noqa: F401
 
-import gradio as gr
-from gradio.utils import get_upload_folder
+from xviz.ui.page import build_demo, main
 
-from xviz.errors import XvizError
-from xviz.explorer import Explorer
-from xviz.files import FileStore
-from xviz.server import (
-    QUEUE_SIZE,
-    RETENTION_S,
-    XvizBlocks,
-    launch_options,
-    make_explorer,
-    unavailable_demo,
-)
-from xviz.ui import (
-    ablations,
-    activations,
-    api,
-    attributions,
-    compare,
-    cost,
-    export,
-    guide,
-    shared,
-)
-
-
-def build_demo(explorer: Explorer | None = None, retention_s: float = RETENTION_S) -> gr.Blocks:
-    """The app around one model; ``explorer`` defaults to the weights ``load_model`` picks.
-
-    ``retention_s``: how long uploads and served files (maps, exports) are kept.
-    """
-    explorer = explorer or make_explorer()
-    # Served files live in Gradio's upload folder, so that it serves them without a copy.
-    files = FileStore(Path(get_upload_folder()) / "xviz-files", max_age_s=retention_s)
-    with XvizBlocks(
-        title="xviz: inside Xception",
-        delete_cache=(int(min(max(retention_s // 2, 1), 60)), int(retention_s)),
-    ) as demo:
-        top = shared.build_header(explorer, files)
-        tour = guide.buttons(top)
-        with top.main, gr.Tabs() as top.tabs:
-            with gr.Tab("Activations", id="activations") as tab:
-                views = activations.build(top)
-            shared.on_tab_open(top, tab, "activations")
-            with gr.Tab("Attributions", id="attributions") as tab:
-                attribution = attributions.build(top)
-            shared.on_tab_open(top, tab, "attributions")
-            with gr.Tab("Ablations", id="ablations") as tab:
-                ablations.build(top, views)
-            shared.on_tab_open(top, tab, "ablations")
-            with gr.Tab("Cost", id="cost") as tab:
-                cost.build(top)
-            shared.on_tab_open(top, tab, "cost")
-            with gr.Tab("Compare", id=compare.TAB) as tab:
-                compared = compare.build(top, views.cmap, views.panel.shown)
-            shared.on_tab_open(top, tab, compare.TAB)
-            compare.on_open(tab, compared)
-            with gr.Tab("Export", id="export") as tab:
-                export.build(top)
-            shared.on_tab_open(top, tab, "export")
-            with gr.Tab("Guided tour", id=guide.TAB) as tab:
-                guide.build(top, tour)
-            shared.on_tab_open(top, tab, guide.TAB)
-        api.build(top, views, attribution)
-        shared.analysis_events(top)
-        shared.on_page_load(top, demo)
-        shared.quiet_progress(demo, top)
-
-        def forget(request: gr.Request) -> None:
-            explorer.forget(request.session_hash)
-
-        demo.unload(forget)
-    demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=4)
-    return demo
-
-
-def _stop_on_sigterm() -> None:
-    """SIGTERM (``docker stop``, a Space restart) stops the server as Ctrl-C does, so that the
-    clean-up at exit runs (served files are deleted) instead of the process just vanishing."""
-
-    def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, interrupt)
-
-
-def main() -> None:
-    # xviz says in the log which weights it tries, downloads (with progress) and skips;
-    # other libraries keep their default (warnings only).
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("xviz").setLevel(logging.INFO)
-    try:
-        demo = build_demo()
-    except XvizError as err:  # e.g. corrupt weights: say which file and what is wrong
-        if not os.environ.get("SPACE_ID"):
-            raise SystemExit(f"xviz cannot start: {err}") from None
-        # On Hugging Face Spaces (which sets SPACE_ID) an exit is restarted in a loop: serve
-        # a page that says what happened; the details (paths, URLs) stay in the log.
-        logging.getLogger("xviz").error("xviz cannot start: %s", err)
-        demo = unavailable_demo()
-    _stop_on_sigterm()
-    demo.launch(**launch_options())
-
+__all__ = ["build_demo", "main"]
 
 if __name__ == "__main__":
     main()

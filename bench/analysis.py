@@ -57,7 +57,7 @@ from xviz.warmup import warm_up
 ROOT = Path(__file__).resolve().parent.parent
 STATUS = Path("/proc/self/status")
 CLEAR_REFS = Path("/proc/self/clear_refs")
-EXAMPLE = ROOT / "assets" / "examples" / "coffee.jpg"
+EXAMPLE = ROOT / "xviz" / "data" / "examples" / "coffee.jpg"
 IG_STEPS = 32
 LC_STEPS = 16
 LC_BLOCK = "block4"

@@ -9,7 +9,7 @@
 - excite: per flow and half, how far the feature visualization's channel mean lies above
   the highest mean any of the photos reaches on that channel (the photos' maximum).
 
-Uses the kitchenware weights (offline) and its package's photos plus assets/examples.
+Uses the kitchenware weights (offline) and its package's photos plus xviz/data/examples.
 """
 
 from __future__ import annotations

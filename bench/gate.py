@@ -71,7 +71,7 @@ def cases(tmp: Path) -> list[tuple[str, str, bytes]]:
         ("80 MP PNG as data: URL", "data", _png_80mp()),
         ("72 MB BMP as data: URL", "data", bytes(72 * 10**6)),
         ("631-byte JPEG 'of' 6300x6300", "upload", _tiny_big_jpeg()),
-        ("coffee.jpg as data: URL", "data", (ROOT / "assets/examples/coffee.jpg").read_bytes()),
+        ("coffee.jpg as data: URL", "data", (ROOT / "xviz/data/examples/coffee.jpg").read_bytes()),
     ]
     return out
 
@@ -128,7 +128,7 @@ def main() -> None:
             print(f"resident memory, idle after start: {status_kb(pid, 'VmRSS') / 1024:.0f} MB")
             client = Client(url, verbose=False)
             native = client.predict(
-                handle_file(str(ROOT / "assets/examples/cat.jpg")), 299, api_name="/predict"
+                handle_file(str(ROOT / "xviz/data/examples/cat.jpg")), 299, api_name="/predict"
             )
             del native
             print(f"after one analysis at 299: {status_kb(pid, 'VmRSS') / 1024:.0f} MB\n")

@@ -59,9 +59,9 @@ def main() -> None:
     model = bench_model(args.weights)
     zerogpu._decorated.update(stand_in())
     runner = zerogpu.ZeroGPURunner(model, gpu_device=args.device)
-    with Image.open(ROOT / "assets" / "examples" / "cat.jpg") as img:
+    with Image.open(ROOT / "xviz" / "data" / "examples" / "cat.jpg") as img:
         photo = np.asarray(img.convert("RGB"))
-    with Image.open(ROOT / "assets" / "examples" / "rocket.jpg") as img:
+    with Image.open(ROOT / "xviz" / "data" / "examples" / "rocket.jpg") as img:
         other = np.asarray(img.convert("RGB"))
     size = args.size
     progress = {"progress": lambda *a: None}

@@ -1,4 +1,4 @@
-"""Make the atlas shipped in ``assets/atlas``: all 88 maps at 150 x 150 with the kitchenware
+"""Make the atlas shipped in ``xviz/data/atlas``: all 88 maps at 150 x 150 with the kitchenware
 weights, over the shipped examples and the kitchen photos of the kitchenware package.
 
     python scripts/make_atlas.py [--top 5] [--crop-px 40]
@@ -6,7 +6,7 @@ weights, over the shipped examples and the kitchen photos of the kitchenware pac
 Sources are recorded as ``examples/NAME`` and ``kitchenware/NAME`` (portable, resolved by
 ``xviz.atlas.shipped_image_roots`` at display time). Crops are stored for the shipped
 examples only: the kitchen photos come without a licence, so xviz does not redistribute
-them, not even as crops (``assets/examples/SOURCES.md``); the app cuts their crops from the
+them, not even as crops (``xviz/data/examples/SOURCES.md``); the app cuts their crops from the
 installed package.
 """
 

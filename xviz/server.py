@@ -18,6 +18,7 @@ import logging
 import os
 import traceback
 from collections.abc import Callable
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,7 @@ from starlette.middleware import Middleware
 from xviz import zerogpu
 from xviz.devices import resolve_device
 from xviz.errors import ImageError, XvizError, short
-from xviz.examples import all_examples
+from xviz.examples import SHIPPED, all_examples
 from xviz.explorer import Explorer
 from xviz.model import Xception
 from xviz.preprocess import MAX_FILE_BYTES, MAX_PIXELS, data_url_bytes
@@ -124,10 +125,12 @@ def launch_options() -> dict[str, Any]:
         # Closed browser sessions Gradio keeps (each ~0.3 MB); its default is 10000.
         "state_session_capacity": env_number("XVIZ_SESSIONS", 500, minimum=1),
         "show_error": False,
-        "allowed_paths": [],
+        # The shipped examples (public pictures), which the first screen and the gallery
+        # show: inside the installed package, which may be outside the working directory.
+        "allowed_paths": [str(SHIPPED)],
         "share": False,
         # The tabs' stylesheets (xviz/ui/*.css: maps, colourbars, phone layout), in order.
-        "css_paths": sorted(Path(__file__).with_name("ui").glob("*.css")),
+        "css_paths": sorted(Path(str(files("xviz.ui"))).glob("*.css")),
         "app_kwargs": {"middleware": [Middleware(BodyLimit)]},
         # Gradio 6 saves every event's inputs and outputs in the visitor's browser for a
         # "Runs" page; with xviz's many small events that store grew with each one and every

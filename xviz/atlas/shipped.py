@@ -1,11 +1,11 @@
-"""The atlas the app shows: ``default_atlas()``, the one shipped in ``assets/atlas`` or the
+"""The atlas the app shows: ``default_atlas()``, the one shipped in ``xviz/data/atlas`` or the
 one ``XVIZ_ATLAS`` names.
 
 ``XVIZ_ATLAS`` is set by whoever runs the app (an operator), never by a request: the path
 loaded here is fixed at start-up. The shipped atlas was made by ``scripts/make_atlas.py``
 over the shipped examples (sources ``examples/...``, crops stored) and the kitchen photos of
 the kitchenware package (sources ``kitchenware/...``, no crops stored: the package states no
-licence for them, so xviz does not redistribute them; see ``assets/examples/SOURCES.md``).
+licence for them, so xviz does not redistribute them; see ``xviz/data/examples/SOURCES.md``).
 Their crops are cut at display time from the installed package, when it is installed.
 """
 
@@ -18,20 +18,21 @@ from pathlib import Path
 from torch import nn
 
 from xviz.atlas.store import Atlas, load_atlas
+from xviz.data import data_path
 from xviz.errors import AtlasError
-from xviz.examples import ASSETS, SHIPPED, kitchen_examples
+from xviz.examples import SHIPPED, kitchen_examples
 
 logger = logging.getLogger(__name__)
 
 ATLAS_ENV = "XVIZ_ATLAS"
-SHIPPED_ATLAS = ASSETS / "atlas"
+SHIPPED_ATLAS = data_path("atlas")
 EXAMPLES_PREFIX = "examples"
 KITCHEN_PREFIX = "kitchenware"
 
 
 def shipped_image_roots() -> dict[str, Path]:
     """Where the shipped atlas' sources live on this machine: ``examples/`` in
-    ``assets/examples``, ``kitchenware/`` in the installed kitchenware package (if any)."""
+    ``xviz/data/examples``, ``kitchenware/`` in the installed kitchenware package (if any)."""
     roots = {EXAMPLES_PREFIX: SHIPPED}
     kitchen = kitchen_examples(per_class=1)
     if kitchen:

@@ -2,7 +2,7 @@
 asked, with progress and cancel, and kept per weights, map and channel; the photos of the
 dataset atlas where it fires most; and the visualizations of a whole grid page.
 
-The atlas is the shipped one (``assets/atlas``) or ``$XVIZ_ATLAS``, set by whoever runs the
+The atlas is the shipped one (``xviz/data/atlas``) or ``$XVIZ_ATLAS``, set by whoever runs the
 server; a request names only a map and a channel, both checked.
 """
 
