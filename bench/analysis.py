@@ -9,7 +9,7 @@
    <= 1.3 on the CPU, <= 2 on a GPU), the app's upload path (``Explorer``: decode, analyse,
    one sepconv page, the Grad-CAM strip), IntegratedGradients (32 steps) and LayerConductance
    (16 steps, block4): first call in this process, first call in a fresh process after
-   ``xviz.warmup.warm_up`` (a child process; default on CUDA only, it costs minutes on a
+   ``xviz.engine.warmup.warm_up`` (a child process; default on CUDA only, it costs minutes on a
    CPU) and warm; plain forward throughput at batch 64 @299 / 256 @150 (default on CUDA;
    4 / 16 on the CPU).
 2. Unless ``--table-only``: the engine's other ratios (naive 14 x LayerGradCam / analyze
@@ -20,7 +20,7 @@ Timed variants run in turn, in rotating order, in one process, on the same input
 shown. On CUDA every timer stops after ``torch.cuda.synchronize()``. On a CPU shared with other
 jobs, ``OMP_NUM_THREADS=1 ... --clock cpu`` times this process' CPU time instead of the wall.
 Random weights (seeded): the timings do not depend on the weights' values. The device is
-resolved by ``xviz.devices.resolve_device``, so CUDA runs with xviz's default float32
+resolved by ``xviz.engine.devices.resolve_device``, so CUDA runs with xviz's default float32
 precision (TF32 off unless ``XVIZ_TF32=1``); the header says which.
 """
 
@@ -45,14 +45,15 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere
 
-from xviz.ablation import Ablation, ablate
-from xviz.analysis import analyze
-from xviz.attribution import DEFAULT_BATCH, attribute
-from xviz.devices import resolve_device
-from xviz.explorer import Explorer
-from xviz.inference import logits
-from xviz.model import FLOWS, Xception
-from xviz.warmup import warm_up
+from xviz.app import views
+from xviz.app.explorer import Explorer
+from xviz.engine.analysis import analyze
+from xviz.engine.devices import resolve_device
+from xviz.engine.inference import logits
+from xviz.engine.warmup import warm_up
+from xviz.methods.ablation import Ablation, ablate
+from xviz.methods.attribution import DEFAULT_BATCH, attribute
+from xviz.model.xception import FLOWS, Xception
 
 ROOT = Path(__file__).resolve().parent.parent
 STATUS = Path("/proc/self/status")
@@ -136,8 +137,8 @@ def upload_path(explorer: Explorer, image: Image.Image, size: int) -> Callable[[
     def run() -> None:
         explorer.cache.clear()
         analysis = explorer.analysis(explorer.start(image, size))
-        explorer.layer_view(analysis, "block5_sepconv1")
-        explorer.gradcam_strip(analysis)
+        views.layer_view(analysis, "block5_sepconv1")
+        views.gradcam_strip(analysis)
 
     return run
 
@@ -354,7 +355,7 @@ def timm_forwards(x: torch.Tensor) -> tuple[dict[str, Callable[[], object]], str
 
 
 def render_page_ms(analysis, repeats: int) -> list[tuple[str, float]]:
-    from xviz.render import channel_grid
+    from xviz.render.maps import channel_grid
 
     rows = []
     for name in ("block5_sepconv2.depthwise", "block2_sepconv2.pointwise"):

@@ -25,9 +25,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import gradio as gr
 
 from bench.common import bench_model
-from xviz import explorer as ex
-from xviz.examples import shipped_examples
-from xviz.model import BLOCKS
+from xviz.app import explorer as ex
+from xviz.app import views
+from xviz.data.gallery import shipped_examples
+from xviz.model.xception import BLOCKS
 
 
 def main() -> None:
@@ -46,21 +47,21 @@ def main() -> None:
         f"input {args.size}x{args.size}; first analysis {time.perf_counter() - started:.2f} s"
     )
     left, right = gr.Image(format="png"), gr.Image(format="png")
-    layers = [layer for block in BLOCKS for layer in ex.layers_of(block)]
+    layers = [layer for block in BLOCKS for layer in views.layers_of(block)]
     views = list(itertools.product(layers, ("index", "mean"), (1, 2), ("auto", "viridis")))
     timings: dict[str, list[float]] = {"layer view": [], "channel view": []}
     for _ in range(args.repeats):
         for layer, sort, page, cmap in views:
             t = time.perf_counter()
             analysis = explorer.analysis(session)  # a cache hit: no model run
-            view = explorer.layer_view(analysis, layer, sort, page, cmap, "shared")
+            view = views.layer_view(analysis, layer, sort, page, cmap, "shared")
             left.postprocess(view.left.image)
             right.postprocess(view.right.image)
             timings["layer view"].append(1000 * (time.perf_counter() - t))
         for layer in layers:
             t = time.perf_counter()
             analysis = explorer.analysis(session)
-            left.postprocess(explorer.channel_view(analysis, layer, "right", 3).image)
+            left.postprocess(views.channel_view(analysis, layer, "right", 3).image)
             timings["channel view"].append(1000 * (time.perf_counter() - t))
     stats = explorer.cache.stats
     print(f"cache: {stats.misses} model run(s), {stats.hits} hits\n")

@@ -30,13 +30,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere
 
 import xviz
-from xviz.analysis import map_channels
-from xviz.atlas import build_atlas, list_images
-from xviz.atlas.shipped import shipped_image_roots
-from xviz.atlas.sources import decode_all
-from xviz.atlas.topk import TopK, merge
-from xviz.featurevis import visualize
-from xviz.model import BLOCKS, SEPCONV_BLOCK
+from xviz.engine.analysis import map_channels
+from xviz.methods.atlas import build_atlas, list_images
+from xviz.methods.atlas.shipped import shipped_image_roots
+from xviz.methods.atlas.sources import decode_all
+from xviz.methods.atlas.topk import TopK, merge
+from xviz.methods.featurevis import visualize
+from xviz.model.xception import BLOCKS, SEPCONV_BLOCK
 
 
 def photos() -> list[str]:
@@ -111,7 +111,7 @@ def decode_cost() -> None:
     for _ in range(3):
         decode_all(images, 150)
     per_image = (time.perf_counter() - started) / 3 / len(images)
-    print(f"decode + resize to 150 (xviz.preprocess): {per_image * 1e3:.1f} ms per image")
+    print(f"decode + resize to 150 (xviz.engine.preprocess): {per_image * 1e3:.1f} ms per image")
 
 
 def merge_cost() -> None:
@@ -144,7 +144,7 @@ def merge_cost() -> None:
 def featurevis_speed(model: xviz.Xception) -> None:
     steps = 4
     name = "block8_sepconv1.pointwise"
-    default = xviz.featurevis.DEFAULT_STEPS
+    default = xviz.methods.featurevis.DEFAULT_STEPS
     print(f"feature visualization of {name}, {steps} steps, per channel and step:")
     visualize(model, name, [0], size=150, steps=1)  # warm-up
     for size in (150, 299):
@@ -177,7 +177,8 @@ def excite(
     rng = random.Random(0)
     print(
         f"feature visualization vs {len(analyses)} photos at 150, {per_group} random channels "
-        f"per flow and half, {steps or xviz.featurevis.DEFAULT_STEPS} steps. Per channel: the "
+        f"per flow and half, {steps or xviz.methods.featurevis.DEFAULT_STEPS} steps. "
+        "Per channel: the "
         "channel mean on its visualization, the photos' highest and lowest channel mean, and "
         "the margin (visualization - photos' highest) / (photos' highest - lowest)."
     )

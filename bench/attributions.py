@@ -26,10 +26,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import plotly.io as pio
 
 from bench.common import bench_model
-from xviz import explorer as ex
-from xviz.analysis import analyze
-from xviz.examples import shipped_examples
-from xviz.files import FileStore
+from xviz.app import explorer as ex
+from xviz.app import views
+from xviz.app.files import FileStore
+from xviz.data.gallery import shipped_examples
+from xviz.engine.analysis import analyze
 
 
 def _median_ms(fn, repeats: int) -> float:
@@ -58,10 +59,10 @@ def main() -> None:
             a = explorer.analysis(session)
 
             def rerender(a=a) -> None:
-                for tile, _ in explorer.gradcam_strip(a, 0.6, "shared"):
+                for tile, _ in views.gradcam_strip(a, 0.6, "shared"):
                     files.save_png(tile)
-                explorer.gradcam_legend(a, "shared")
-                figure, _ = explorer.gradcam_figure(a, "block14", 0.6, "shared")
+                views.gradcam_legend(a, "shared")
+                figure, _ = views.gradcam_figure(a, "block14", 0.6, "shared")
                 pio.to_json(figure)
 
             run = _median_ms(lambda s=size: analyze(explorer.model, image, size=s), 3)

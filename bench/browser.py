@@ -43,11 +43,11 @@ from playwright.sync_api import Page, sync_playwright
 
 from app import build_demo
 from bench.common import bench_model
-from xviz.examples import all_examples
-from xviz.explorer import Explorer
-from xviz.model import Xception
-from xviz.server import launch_options
-from xviz.weights import kitchenware_file
+from xviz.app.explorer import Explorer
+from xviz.app.server import launch_options
+from xviz.data.gallery import all_examples
+from xviz.model.weights import kitchenware_file
+from xviz.model.xception import Xception
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking"]

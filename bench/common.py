@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from xviz.model import Xception
-from xviz.weights import kitchenware_file, load_model
+from xviz.model.weights import kitchenware_file, load_model
+from xviz.model.xception import Xception
 
 
 def bench_model(weights: str) -> Xception:

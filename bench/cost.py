@@ -18,8 +18,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere
 
-from xviz.cost import NetworkCost, measure_all, network_cost
-from xviz.model import Xception
+from xviz.methods.cost import NetworkCost, measure_all, network_cost
+from xviz.model.xception import Xception
 
 
 def print_costs(net: NetworkCost) -> None:

@@ -51,13 +51,13 @@ from PIL import Image, ImageEnhance, ImageOps
 
 from app import build_demo
 from bench.common import bench_model
-from xviz.analysis import class_labels
-from xviz.examples import kitchen_examples, shipped_examples
-from xviz.explorer import Explorer
-from xviz.model import Xception
-from xviz.preprocess import preprocess
-from xviz.server import launch_options
-from xviz.weights import kitchenware_file
+from xviz.app.explorer import Explorer
+from xviz.app.server import launch_options
+from xviz.data.gallery import kitchen_examples, shipped_examples
+from xviz.engine.analysis import class_labels
+from xviz.engine.preprocess import preprocess
+from xviz.model.weights import kitchenware_file
+from xviz.model.xception import Xception
 
 ROOT = Path(__file__).resolve().parent.parent
 TOLERANCE = 1e-4  # relative, on each of the top-5 probabilities

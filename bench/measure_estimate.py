@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere
 
-from xviz.cost import (
+from xviz.methods.cost import (
     MeasureClock,
     clear_latency_cache,
     layer_costs,
@@ -26,7 +26,7 @@ from xviz.cost import (
     measure_all,
     measure_all_seconds,
 )
-from xviz.model import Xception
+from xviz.model.xception import Xception
 
 
 def main() -> None:

@@ -1,4 +1,4 @@
-"""Render every ``xviz.plots`` figure to PNG, light and dark, for looking at them.
+"""Render every ``xviz.render.cost_figures`` figure to PNG, light and dark, for looking at them.
 
 Kaleido is not needed: each figure is written as standalone HTML and photographed by
 Playwright driving the system Chromium.
@@ -18,9 +18,9 @@ from playwright.sync_api import sync_playwright
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere
 
-from xviz import plots
-from xviz.cost import measure_all, network_cost
-from xviz.model import Xception
+from xviz.methods.cost import measure_all, network_cost
+from xviz.model.xception import Xception
+from xviz.render import cost_figures as plots
 
 BACKGROUNDS = {"light": "#ffffff", "dark": "#0b0f19"}  # Gradio's default light and dark
 

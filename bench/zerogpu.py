@@ -1,8 +1,8 @@
-"""The GPU seconds of a visit: what each call books (``xviz.zerogpu.BookingClock``) against
+"""The GPU seconds of a visit: what each call books (``xviz.engine.zerogpu.BookingClock``) against
 what it uses, call by call, as a visit goes: a first analysis, each attribution method, a
 feature visualization, repeats.
 
-Without ZeroGPU's infrastructure the calls go through ``xviz.zerogpu.ZeroGPURunner`` with the
+Without ZeroGPU's infrastructure the calls go through ``xviz.engine.zerogpu.ZeroGPURunner`` with the
 ``spaces`` package's two decorated functions replaced by an in-process stand-in: the job is
 pickled both ways (as the package's queues do) and run on the worker's copy of the model on
 ``--device`` (a GPU where one is lent). The first call of the run is cold: the stand-in then
@@ -28,10 +28,10 @@ import numpy as np
 from PIL import Image
 
 from bench.common import bench_model
-from xviz import zerogpu
-from xviz.analysis import analyze
-from xviz.attribution import LAYER_METHODS, METHODS, attribute
-from xviz.featurevis import visualize
+from xviz.engine import zerogpu
+from xviz.engine.analysis import analyze
+from xviz.methods.attribution import LAYER_METHODS, METHODS, attribute
+from xviz.methods.featurevis import visualize
 
 ROOT = Path(__file__).resolve().parents[1]
 

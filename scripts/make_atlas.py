@@ -4,7 +4,7 @@ weights, over the shipped examples and the kitchen photos of the kitchenware pac
     python scripts/make_atlas.py [--top 5] [--crop-px 40]
 
 Sources are recorded as ``examples/NAME`` and ``kitchenware/NAME`` (portable, resolved by
-``xviz.atlas.shipped_image_roots`` at display time). Crops are stored for the shipped
+``xviz.methods.atlas.shipped_image_roots`` at display time). Crops are stored for the shipped
 examples only: the kitchen photos come without a licence, so xviz does not redistribute
 them, not even as crops (``xviz/data/examples/SOURCES.md``); the app cuts their crops from the
 installed package.
@@ -21,14 +21,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere
 
-from xviz.atlas import build_atlas, list_images
-from xviz.atlas.shipped import (
+from xviz.methods.atlas import build_atlas, list_images
+from xviz.methods.atlas.shipped import (
     EXAMPLES_PREFIX,
     KITCHEN_PREFIX,
     SHIPPED_ATLAS,
     shipped_image_roots,
 )
-from xviz.weights import load_model
+from xviz.model.weights import load_model
 
 
 def main() -> None:

@@ -6,8 +6,8 @@ throwaway venv from the repository root:
     python3 -m venv /tmp/mplvenv && /tmp/mplvenv/bin/pip install matplotlib numpy
     /tmp/mplvenv/bin/python scripts/make_colormaps.py
 
-The names must match `xviz.colormaps.COLORMAPS` (a test checks it). The package is not imported
-here because its `__init__` pulls in torch, which the throwaway venv lacks.
+The names must match `xviz.render.colormaps.COLORMAPS` (a test checks it). The package is not
+imported here because its `__init__` pulls in torch, which the throwaway venv lacks.
 """
 
 from pathlib import Path

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The ZeroGPU harness (tests/test_zerogpu_harness.py): app.py under the real `spaces` package in
+# The ZeroGPU harness (tests/app/test_zerogpu_harness.py): app.py under the real `spaces` package in
 # ZeroGPU mode, against a stand-in for the Space's device API. It needs its own environment,
 # .venv-zerogpu ($XVIZ_ZEROGPU_VENV): Python 3.12 as on ZeroGPU, the requirements.txt that
 # scripts/prepare_space.py writes for ZeroGPU (PyPI's CUDA build of torch 2.11.0, about 5 GB
@@ -36,4 +36,4 @@ if [ ! -e "$stamp" ]; then
     touch "$stamp"
 fi
 export GRADIO_ANALYTICS_ENABLED=False
-exec "$venv/bin/python" -m pytest tests/test_zerogpu_harness.py "$@"
+exec "$venv/bin/python" -m pytest tests/app/test_zerogpu_harness.py "$@"

@@ -4,10 +4,15 @@ import atexit
 import os
 import shutil
 import socket
+import sys
 import tempfile
+from pathlib import Path
 
 import pytest
 import torch
+
+# The tests mirror the package's tree; their shared helpers (raw_api, hostile, ...) live here.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 # Gradio's upload cache (uploads, served outputs, exports) of this test run alone, so that the
@@ -25,7 +30,7 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def model():
     """A randomly initialised Xception with the ImageNet head, the same in every module."""
-    from xviz.model import Xception
+    from xviz.model.xception import Xception
 
     torch.manual_seed(0)
     return Xception(head="imagenet").eval()
@@ -33,7 +38,7 @@ def model():
 
 def launch(demo) -> str:
     """Serve ``demo`` on a free loopback port with the app's launch options; its URL."""
-    from xviz.server import launch_options
+    from xviz.app.server import launch_options
 
     port = _free_port()
     demo.launch(
@@ -50,8 +55,8 @@ def launch(demo) -> str:
 def served_app():
     """(url, explorer) of the real app, launched once for the test session."""
     from app import build_demo
-    from xviz.explorer import Explorer
-    from xviz.model import Xception
+    from xviz.app.explorer import Explorer
+    from xviz.model.xception import Xception
 
     torch.manual_seed(0)
     explorer = Explorer(Xception(head="imagenet").eval(), cache_mb=256)

@@ -4,7 +4,7 @@ Each `Case` is one file: how to build its bytes, and what xviz must do with it. 
 case lists `probes`, pixels of the 150 x 150 image the model sees with their expected colour,
 worked out by hand from how the file was made; a refused case names a phrase of the
 `ImageError` message. `write_corpus` writes every file into a folder, for the tests
-(tests/test_hostile_inputs.py) and for load benchmarks that replay hostile uploads.
+(tests/app/test_hostile_inputs.py) and for load benchmarks that replay hostile uploads.
 """
 
 from __future__ import annotations

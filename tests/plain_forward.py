@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from xviz.analysis import map_modules
-from xviz.model import Xception
+from xviz.engine.analysis import map_modules
+from xviz.model.xception import Xception
 
 
 def plain_forward(

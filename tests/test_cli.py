@@ -11,9 +11,10 @@ import pytest
 import torch
 from PIL import Image
 
-from xviz import cli, weights
-from xviz.labels import imagenet_labels
-from xviz.weights import load_model
+from xviz import cli
+from xviz.model import weights
+from xviz.model.labels import imagenet_labels
+from xviz.model.weights import load_model
 
 KITCHENWARE_IMAGES = (
     weights.kitchenware_file().parents[1] / "datasets" / "kitchenware-data" / "images"

@@ -69,9 +69,9 @@ def run(installed, *args: str, **kwargs) -> subprocess.CompletedProcess:
 def test_the_wheel_holds_the_package_and_its_data(installed):
     out = run(installed, "-c", """
 import json, sys, xviz
-from xviz.examples import shipped_examples
-from xviz.labels import imagenet_labels
-from xviz.atlas import default_atlas
+from xviz.data.gallery import shipped_examples
+from xviz.model.labels import imagenet_labels
+from xviz.methods.atlas import default_atlas
 print(json.dumps({
     "file": xviz.__file__, "path": sys.path,
     "examples": [p.name for p in shipped_examples()],
@@ -90,7 +90,7 @@ print(json.dumps({
 def test_predict_and_atlas_run_from_another_folder(installed, tmp_path):
     _, scripts, _ = installed
     coffee = run(
-        installed, "-c", "from xviz.examples import SHIPPED; print(SHIPPED / 'coffee.jpg')"
+        installed, "-c", "from xviz.data.gallery import SHIPPED; print(SHIPPED / 'coffee.jpg')"
     )
     photo = coffee.stdout.strip()
     assert str(ROOT) not in photo
@@ -149,7 +149,9 @@ def test_the_installed_package_serves_the_app(installed):
         from gradio_client import Client, handle_file
 
         client = Client(url, verbose=False)
-        cat = run(installed, "-c", "from xviz.examples import SHIPPED; print(SHIPPED / 'cat.jpg')")
+        cat = run(
+            installed, "-c", "from xviz.data.gallery import SHIPPED; print(SHIPPED / 'cat.jpg')"
+        )
         photo = cat.stdout.strip()
         served = client.predict(handle_file(photo), 150, api_name="/predict")
         direct = run(installed, "-m", "xviz", "predict", photo, "--json", "--size", "150")

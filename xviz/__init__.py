@@ -5,12 +5,12 @@ Public API: ``load_model``, ``preprocess``, ``analyze``, ``attribute``, ``ablate
 ``load_atlas`` (dataset atlas), the model and its metadata, errors.
 """
 
-from xviz.ablation import Ablation, AblationResult, ablate, ablated
-from xviz.analysis import MAP_NAMES, Analysis, Map, Prediction, SepConvMaps, analyze
-from xviz.atlas import Atlas, Example, build_atlas, default_atlas, load_atlas
-from xviz.attribution import LAYER_METHODS, METHODS, Attribution, attribute
-from xviz.cache import AnalysisCache
-from xviz.devices import resolve_device
+from xviz.engine.analysis import MAP_NAMES, Analysis, Map, Prediction, SepConvMaps, analyze
+from xviz.engine.cache import AnalysisCache
+from xviz.engine.devices import resolve_device
+from xviz.engine.hooks import Capture, model_lock
+from xviz.engine.inference import predict
+from xviz.engine.preprocess import load_image, preprocess
 from xviz.errors import (
     AnalysisError,
     AtlasError,
@@ -19,19 +19,19 @@ from xviz.errors import (
     WeightsError,
     XvizError,
 )
-from xviz.featurevis import Visualization, VisualizationCache, visualize
-from xviz.hooks import Capture, model_lock
-from xviz.inference import predict
-from xviz.model import BLOCK_SPECS, BLOCKS, FLOWS, SEPCONV_NAMES, Xception
-from xviz.preprocess import load_image, preprocess
-from xviz.trace import ValueTrace, explain_value
-from xviz.weights import (
+from xviz.methods.ablation import Ablation, AblationResult, ablate, ablated
+from xviz.methods.atlas import Atlas, Example, build_atlas, default_atlas, load_atlas
+from xviz.methods.attribution import LAYER_METHODS, METHODS, Attribution, attribute
+from xviz.methods.featurevis import Visualization, VisualizationCache, visualize
+from xviz.methods.trace import ValueTrace, explain_value
+from xviz.model.weights import (
     WEIGHTS_NAMES,
     WeightsSource,
     load_model,
     locate_weights,
     save_safetensors,
 )
+from xviz.model.xception import BLOCK_SPECS, BLOCKS, FLOWS, SEPCONV_NAMES, Xception
 
 __all__ = [
     "BLOCKS",

@@ -21,12 +21,12 @@ from typing import TextIO
 
 import torch
 
-from xviz.atlas import ENGINES, build_atlas, list_images
-from xviz.atlas.ray_engine import INSTALL_HINT
-from xviz.devices import resolve_device
+from xviz.engine.devices import resolve_device
+from xviz.engine.preprocess import preprocess
 from xviz.errors import AtlasError, WeightsError, XvizError
-from xviz.preprocess import preprocess
-from xviz.weights import WEIGHTS_NAMES, load_model
+from xviz.methods.atlas import ENGINES, build_atlas, list_images
+from xviz.methods.atlas.ray_engine import INSTALL_HINT
+from xviz.model.weights import WEIGHTS_NAMES, load_model
 
 PROG = "xviz"
 
@@ -113,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from xviz.ui.page import main as serve_app  # Gradio is imported only for this command
+    from xviz.app.ui.page import main as serve_app  # Gradio is imported only for this command
 
     serve_app()
     return 0

@@ -1,0 +1,235 @@
+"""The app's state and computations, without Gradio: one ``Explorer`` per served model.
+
+It holds the model, the analysis cache, the runner every computation goes through and the
+per-session cancel flags; what is drawn of the results is ``xviz.app.views``, the export
+``xviz.app.archive``. Methods take plain values (an image, a layer name) and return plain
+values, so the UI files only lay out components and wire them. A session keeps a
+:class:`Session` (the image it analysed, small); analyses live in one bounded
+:class:`~xviz.engine.cache.AnalysisCache` and are recomputed if they were evicted, so a view
+never breaks because someone else's upload pushed its analysis out.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from xviz.app import views
+from xviz.checks import real_number, whole_number
+from xviz.data.gallery import example_names
+from xviz.engine.analysis import Analysis, class_labels, input_size
+from xviz.engine.cache import AnalysisCache
+from xviz.engine.devices import out_of_memory_guard
+from xviz.engine.preprocess import load_image, to_display
+from xviz.engine.runner import Runner
+from xviz.errors import AnalysisError, short
+from xviz.methods.ablation import Ablation, AblationResult, ablate
+from xviz.methods.attribution import LAYER_METHODS, METHODS, Attribution, attribute
+from xviz.model.xception import Xception
+
+# Input sides the explorer runs: at 32 the exit flow is down to 1x1 (below 7 nothing is
+# left); above 600 one analysis holds about 190 MB of maps.
+MIN_SIZE, MAX_SIZE = 32, 600
+
+
+@dataclass(frozen=True)
+class Session:
+    """What one browser session analysed: the resized image and the settings, nothing big."""
+
+    image: np.ndarray  # (S, S, 3) uint8, the pixels the model saw
+    size: int
+    target: int | None = None
+    example: str | None = None  # the shipped example it is, by name (for shareable links)
+
+    @functools.cached_property
+    def key(self) -> str:
+        """Identifies the analysis this session asks for: pixels, size and target."""
+        digest = hashlib.sha256(np.ascontiguousarray(self.image).tobytes()).hexdigest()[:32]
+        return f"{digest}-{self.size}-{self.target}"
+
+    def same_input(self, other: Session | None) -> bool:
+        """The same picture at the same size as ``other`` (whatever the target)."""
+        return (
+            other is not None
+            and other.size == self.size
+            and np.array_equal(other.image, self.image)
+        )
+
+
+class Explorer:
+    """The app's state shared by all sessions: the model, the analysis cache, cancel flags."""
+
+    def __init__(
+        self,
+        model: Xception,
+        cache_mb: float = 768,
+        top_k: int = 5,
+        max_age_s: float | None = 3600,
+        runner: Runner | None = None,
+    ) -> None:
+        self.model = model  # its weights are read here; computations go through the runner
+        self.max_age_s = max_age_s
+        self.cache = AnalysisCache(cache_mb, max_age_s=max_age_s)
+        self.top_k = top_k
+        self.native_size = input_size(model)
+        self._examples = example_names()
+        # Every model computation runs through this: on one warm thread (xviz/engine/runner.py),
+        # or on ZeroGPU (xviz/engine/zerogpu.py).
+        self.runner = runner or Runner(model)
+        self._cancel: dict[str, threading.Event] = {}
+        self._armed: dict[str, threading.Event] = {}  # runs asked for, still in the queue
+        self._cancel_lock = threading.Lock()
+
+    # --- analysing -------------------------------------------------------------------------
+
+    def start(self, image: Any, size: int | None = None) -> Session:
+        """Decode and resize an upload (path, PIL, array); raises ImageError when it can't."""
+        size = whole_number(size or self.native_size, "The input size", text=True)
+        if not MIN_SIZE <= size <= MAX_SIZE:
+            raise AnalysisError(f"The input size must be {MIN_SIZE} to {MAX_SIZE} pixels.")
+        return Session(to_display(load_image(image), size), size, example=self._example(image))
+
+    def _example(self, image: Any) -> str | None:
+        """The example's name if ``image`` is the file of a shipped example (or a copy)."""
+        if not isinstance(image, (str, os.PathLike)):
+            return None
+        path = Path(image)
+        name = path.stem
+        known = self._examples.get(name)
+        if known is None or path.stat().st_size != known.stat().st_size:
+            return None
+        return name if path.read_bytes() == known.read_bytes() else None
+
+    def analysis(self, session: Session) -> Analysis:
+        """The session's analysis from the cache, recomputed if it was evicted."""
+        if session is None:
+            raise AnalysisError("Upload an image (or pick an example) first.")
+        with out_of_memory_guard("the analysis"):
+            return self.cache.analyze(
+                self.model,
+                session.image,
+                target=session.target,
+                size=session.size,
+                top_k=self.top_k,
+                run=self.runner,
+            )
+
+    def retarget(self, session: Session, label: str | None) -> Session:
+        if session is None:
+            raise AnalysisError("Upload an image (or pick an example) first.")
+        labels = self.labels
+        if label in (None, ""):
+            return Session(session.image, session.size, None, session.example)
+        if label not in labels:
+            raise AnalysisError(f"Unknown class {label!r}.")
+        return Session(session.image, session.size, labels.index(label), session.example)
+
+    @property
+    def labels(self) -> list[str]:
+        return class_labels(self.model)
+
+    # --- activations -----------------------------------------------------------------------
+
+    # --- attributions ----------------------------------------------------------------------
+
+    def arm(self, session_id: str) -> None:
+        """A run was asked for and may wait in the queue: a :meth:`cancel` from now on reaches
+        it, and it ends as soon as it starts."""
+        with self._cancel_lock:
+            self._armed[session_id] = threading.Event()
+
+    def new_run(self, session_id: str) -> threading.Event:
+        """The cancel flag of a session's run that starts now (the one :meth:`arm` made for
+        it, if any); :meth:`cancel` sets the latest one. A run keeps its own flag, so one that
+        starts after a cancel does not undo it."""
+        with self._cancel_lock:
+            event = self._armed.pop(session_id, None) or threading.Event()
+            self._cancel[session_id] = event
+        return event
+
+    def cancel(self, session_id: str) -> None:
+        """Stop the session's running run and the one it asked for, if any."""
+        with self._cancel_lock:
+            events = [self._cancel.get(session_id), self._armed.get(session_id)]
+        for event in events:
+            if event is not None:
+                event.set()
+
+    def forget(self, session_id: str) -> None:
+        """Release what a finished browser session held."""
+        with self._cancel_lock:
+            self._cancel.pop(session_id, None)
+            self._armed.pop(session_id, None)
+
+    def attribution(
+        self,
+        session: Session,
+        method: str,
+        block: str,
+        alpha: float = 0.5,
+        progress: Callable[[float, str], None] | None = None,
+        session_id: str = "",
+        dark: bool = False,
+    ) -> views.AttributionView:
+        """An on-demand Captum attribution: over the image, as a heatmap, and in words."""
+        if method not in METHODS:
+            raise AnalysisError(f"Unknown method {short(method, 40)}: use one of {METHODS}.")
+        alpha = real_number(alpha, "The heatmap opacity", 0.0, 1.0)
+        analysis = self.analysis(session)
+        cancelled = self.new_run(session_id)
+        with out_of_memory_guard(views.METHOD_TITLES[method]):
+            result: Attribution = self.runner(
+                attribute,
+                analysis.image,
+                target=analysis.target,
+                size=analysis.size,
+                method=method,
+                block=block if method in LAYER_METHODS else None,
+                progress=progress,
+                cancel=cancelled.is_set,
+            )
+        return views.attribution_view(analysis, result, alpha, dark)
+
+    # --- ablations -------------------------------------------------------------------------
+
+    def ablation(
+        self,
+        session: Session,
+        kind: str,
+        blocks: list[str],
+        layer: str = "",
+        side: str = "left",
+        channel: int = 0,
+    ) -> AblationResult:
+        analysis = self.analysis(session)
+        if kind == "relu_between":
+            change = Ablation.relu_between(blocks)
+        elif kind == "drop_residual":
+            change = Ablation.drop_residual(blocks)
+        elif kind == "zero_channel":
+            left, right, _, _ = views.layer_maps(analysis, layer)
+            m = left if side == "left" else right
+            change = Ablation.zero_channel(m.name, whole_number(channel, "The channel", text=True))
+        else:
+            raise AnalysisError(f"Unknown ablation {short(kind, 40)}.")
+        if not change.blocks and kind != "zero_channel":
+            raise AnalysisError("Pick at least one block to change.")
+        with out_of_memory_guard("the ablation"):
+            return self.runner(
+                ablate,
+                analysis.image,
+                change,
+                target=analysis.target,
+                size=analysis.size,
+                top_k=self.top_k,
+            )
+
+    # --- export ----------------------------------------------------------------------------
