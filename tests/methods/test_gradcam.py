@@ -22,8 +22,8 @@ from xviz.engine.preprocess import from_uint8
 from xviz.errors import AnalysisError
 from xviz.methods import gradcam
 from xviz.model.xception import Xception
-from xviz.render.attribution_figures import number
 from xviz.render.colormaps import get_lut
+from xviz.render.html import number
 
 SIZE = 96  # block1 47x47 ... block4-12 6x6, block13-14 3x3
 

@@ -156,7 +156,7 @@ def test_one_forward_per_layer_stopping_at_its_input(model, analysis):
 
 def test_cache_is_bounded_and_never_mixes_analyses(model, analysis, network, monkeypatch):
     limit = 3 * 2**20
-    monkeypatch.setattr(trace_module._CACHE, "max_bytes", limit)
+    monkeypatch.setattr(trace_module._CACHE, "budget_bytes", limit)
     # The input is rebuilt from the analysed image: another image is another analysis.
     other = dataclasses.replace(analysis, image=np.zeros_like(analysis.image))
     a = sepconv_input(model, analysis, "block3_sepconv1")
@@ -167,9 +167,9 @@ def test_cache_is_bounded_and_never_mixes_analyses(model, analysis, network, mon
     names = ("block5_sepconv1", "block2_sepconv1", "block2_sepconv2")  # 0.2, 1.3, 2.6 MB
     sizes = [sepconv_input(model, other, name).nbytes for name in names]
     assert sum(sizes) > limit
-    assert trace_module._CACHE.nbytes <= limit
-    newest = trace_module._CACHE.get(model, other, names[-1])
-    assert newest is not None and trace_module._CACHE.get(model, other, names[0]) is None
+    assert trace_module._CACHE.stats.bytes <= limit
+    newest = trace_module._cached(model, other, names[-1])
+    assert newest is not None and trace_module._cached(model, other, names[0]) is None
     clear_cache()
     assert len(trace_module._CACHE) == 0
 

@@ -3,14 +3,23 @@ region each position sees from the support of input gradients."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
 from xviz.engine.analysis import MAP_NAMES, map_modules
 from xviz.engine.truncated import forward_until
 from xviz.errors import AnalysisError
-from xviz.model.receptive import receptive_box, receptive_fields
+from xviz.model.receptive import receptive_boxes, receptive_fields
 from xviz.model.xception import Xception
+
+
+def receptive_box(name: str, position: tuple[int, int], size: int) -> tuple[int, ...]:
+    """The box of one (row, column) of ``name``, through ``receptive_boxes``' flat positions."""
+    field = receptive_fields(size).get(name)
+    row, column = position
+    flat = row * (field.side if field else 1) + column
+    return tuple(int(v) for v in receptive_boxes(name, np.array([flat]), size)[0])
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,6 @@ from xviz.render.maps import (
     NICE_STEPS,
     TICK_LENGTH,
     channel_grid,
-    channel_order,
     colorbar,
     colorbar_ticks,
     enlarge,
@@ -111,33 +110,6 @@ def test_normalize_always_lands_in_unit_range(maps, scale, signed, clip):
     assert out.shape == maps.shape
     assert out.dtype == np.float32
     assert np.all((out >= 0) & (out <= 1))
-
-
-# channel_order and page
-
-# mean, max, fraction > 0: ch0 (1, 3, 0.5), ch1 (2, 2, 1.0), ch2 (-2.5, 0, 0.0), ch3 = ch1.
-ORDER_MAPS = np.array([[[-1, 3]], [[2, 2]], [[-5, 0]], [[2, 2]]], dtype=np.float32)
-
-
-@pytest.mark.parametrize(
-    ("sort", "descending", "expected"),
-    [
-        ("index", True, [0, 1, 2, 3]),
-        ("index", False, [0, 1, 2, 3]),
-        ("mean", True, [1, 3, 0, 2]),
-        ("mean", False, [2, 0, 1, 3]),
-        ("max", True, [0, 1, 3, 2]),
-        ("positive", True, [1, 3, 0, 2]),
-        ("positive", False, [2, 0, 1, 3]),
-    ],
-)
-def test_channel_order(sort, descending, expected):
-    assert channel_order(ORDER_MAPS, sort, descending).tolist() == expected
-
-
-def test_channel_order_rejects_unknown_key():
-    with pytest.raises(ValueError, match="sort"):
-        channel_order(ORDER_MAPS, "median")
 
 
 def test_page_slices_and_clamps():

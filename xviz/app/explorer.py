@@ -15,7 +15,6 @@ import functools
 import hashlib
 import os
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,7 @@ from xviz.engine.analysis import Analysis, class_labels, input_size
 from xviz.engine.cache import AnalysisCache
 from xviz.engine.devices import out_of_memory_guard
 from xviz.engine.preprocess import load_image, to_display
-from xviz.engine.runner import Runner
+from xviz.engine.runner import Progress, Runner
 from xviz.errors import AnalysisError, short
 from xviz.methods.ablation import Ablation, AblationResult, ablate
 from xviz.methods.attribution import LAYER_METHODS, METHODS, Attribution, attribute
@@ -175,7 +174,7 @@ class Explorer:
         method: str,
         block: str,
         alpha: float = 0.5,
-        progress: Callable[[float, str], None] | None = None,
+        progress: Progress | None = None,
         session_id: str = "",
         dark: bool = False,
     ) -> views.AttributionView:

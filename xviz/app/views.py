@@ -21,7 +21,7 @@ from xviz.errors import AnalysisError, short
 from xviz.methods import gradcam
 from xviz.methods.attribution import LAYER_METHODS, Attribution
 from xviz.model.xception import BLOCKS, FLOWS, SEPCONV_BLOCK
-from xviz.render import attribution_figures
+from xviz.render import attribution_figures, html
 from xviz.render import maps as render
 from xviz.render.colormaps import COLORMAPS
 
@@ -398,12 +398,12 @@ def gradcam_legend(analysis: Analysis, scale: str = "shared") -> tuple[str, str]
     cams = gradcam.block_cams(analysis)
     limits = gradcam.color_limits(cams, scale)
     shared = scale == "shared"
-    bar = attribution_figures.legend_html(
-        "inferno",
-        0.0 if shared else None,
-        limits[cams[0].block] if shared else None,
-        f"{gradcam.UNIT}, {'one scale for all 14 blocks' if shared else 'each block its own'}",
-    )
+    if shared:  # one colour scale: numbers at both ends and the middle
+        ticks = html.range_ticks(0.0, limits[cams[0].block], signed=False)
+    else:
+        ticks = [(0.0, "0"), (1.0, "its largest value")]
+    scope = "one scale for all 14 blocks" if shared else "each block its own"
+    bar = html.colorbar_html("inferno", ticks, f"{gradcam.UNIT}, {scope}")
     notes = [gradcam.SCALE_NOTES[scale], gradcam.AGREEMENT_NOTE]
     blank = " and ".join(cam.block for cam in cams if cam.blank)
     if blank:
@@ -451,7 +451,7 @@ def gradcam_figure(
     return figure, (
         f"{head}each square is one of the block's {h}x{w} positions (the strip shows the "
         f"same map smoothed over the image); hover one for its value. Largest value "
-        f"{attribution_figures.number(cam.peak)} ({gradcam.UNIT}); {agrees}."
+        f"{html.number(cam.peak)} ({gradcam.UNIT}); {agrees}."
     )
 
 
@@ -477,7 +477,7 @@ def cam_caption(cam: gradcam.BlockCam, scale: str) -> str:
     elif cam.agreement is not None:
         parts.append(f"agreement {cam.agreement:.2f}")
     if scale == "block" and not cam.blank:
-        parts.append(f"max {attribution_figures.number(cam.peak)}")
+        parts.append(f"max {html.number(cam.peak)}")
     return " · ".join(parts)
 
 
@@ -531,13 +531,13 @@ def attribution_text(
     if result.signed:
         reading = (
             f"red: raises {label}'s score, blue: lowers it; the colours end at "
-            f"±{attribution_figures.number(high)} (99% of the values are within) and fade into "
+            f"±{html.number(high)} (99% of the values are within) and fade into "
             f"the photo towards 0"
         )
     else:
         reading = (
             f"brighter: {label}'s score is more sensitive to that pixel (no sign); the colours "
-            f"run from {attribution_figures.number(low)} to {attribution_figures.number(high)} "
+            f"run from {html.number(low)} to {html.number(high)} "
             f"(98% of the values are within) and fade into the photo towards the low end"
         )
     return (

@@ -1,4 +1,6 @@
-"""A bounded, thread-safe cache of analyses, keyed by image content, weights, target and size.
+"""The one bounded cache (:class:`BoundedCache`: least recently used out, within a byte
+budget, an entry count and an age), and the cache of analyses built on it, keyed by image
+content, weights, target and size.
 
 Entries are evicted least recently used first once their total ``nbytes`` passes the
 budget. An :class:`~xviz.engine.analysis.Analysis` is never modified after it is made, so evicting
@@ -84,13 +86,18 @@ def release_free_memory() -> None:
         _TRIM(0)
 
 
-class AnalysisCache:
-    """LRU cache of analyses within ``budget_mb`` megabytes (by ``Analysis.nbytes``).
+def _nbytes(value: Any) -> int:
+    return int(value.nbytes)
 
-    ``analyze(model, image, ...)`` is the usual entry point; ``get_or_compute(key, fn)``
-    caches anything with an ``nbytes`` attribute under any hashable key. An item larger than
-    the whole budget is returned but not kept. With ``max_age_s``, an entry unused for that
-    long is dropped (what a user uploaded is not kept longer than needed).
+
+class BoundedCache:
+    """Thread-safe LRU cache within ``budget_mb`` megabytes (each value's ``size_of``, by
+    default its ``nbytes``), at most ``max_entries`` entries, none unused for ``max_age_s``.
+
+    ``get_or_compute(key, fn)`` computes a missing value once however many threads ask;
+    ``get`` and ``put`` are the plain lookups. A value larger than the whole budget is
+    returned but not kept. Every cache of xviz is one of these (analyses, feature
+    visualizations, sepconv inputs, drawn views, latencies, prefetched panels).
     """
 
     def __init__(
@@ -98,10 +105,14 @@ class AnalysisCache:
         budget_mb: float = 512,
         max_age_s: float | None = None,
         clock: Callable[[], float] = time.monotonic,
+        max_entries: int | None = None,
+        size_of: Callable[[Any], int] = _nbytes,
     ) -> None:
         if budget_mb <= 0:
             raise ValueError(f"budget_mb must be positive, got {budget_mb}")
         self.budget_bytes = int(budget_mb * 2**20)
+        self.max_entries = max_entries
+        self._size_of = size_of
         self.max_age_s = max_age_s
         self._clock = clock
         self._used: dict[Hashable, float] = {}
@@ -151,7 +162,7 @@ class AnalysisCache:
     def _drop_oldest(self) -> None:
         key, evicted = self._entries.popitem(last=False)
         self._used.pop(key, None)
-        self._bytes -= int(evicted.nbytes)
+        self._bytes -= self._size_of(evicted)
         self._evictions += 1
 
     def _expire(self) -> None:
@@ -164,17 +175,27 @@ class AnalysisCache:
 
     def _store(self, key: Hashable, value: Any) -> bool:
         """Keep ``value``; says whether anything was evicted for it."""
-        size = int(value.nbytes)
+        size = self._size_of(value)
         if size > self.budget_bytes:
             return False
+        if key in self._entries:  # replaced: its old size goes
+            self._bytes -= self._size_of(self._entries.pop(key))
         self._entries[key] = value
         self._touch(key)
         self._bytes += size
         evicted = False
-        while self._bytes > self.budget_bytes:
+        while self._bytes > self.budget_bytes or (
+            self.max_entries is not None and len(self._entries) > self.max_entries
+        ):
             self._drop_oldest()
             evicted = True
         return evicted
+
+    def put(self, key: Hashable, value: Any) -> None:
+        """Keep ``value`` under ``key`` (replacing what was there)."""
+        with self._lock:
+            self._expire()
+            self._store(key, value)
 
     def get(self, key: Hashable) -> Any | None:
         """The cached value or ``None`` (counts as a hit or a miss)."""
@@ -186,6 +207,37 @@ class AnalysisCache:
             self._hits += 1
             self._touch(key)
             return self._entries[key]
+
+    def clear(self) -> None:
+        """Drop every entry (results already handed out stay valid)."""
+        with self._lock:
+            self._entries.clear()
+            self._used.clear()
+            self._bytes = 0
+
+    @property
+    def stats(self) -> CacheStats:
+        with self._lock:
+            self._expire()
+            return CacheStats(
+                hits=self._hits,
+                misses=self._misses,
+                evictions=self._evictions,
+                entries=len(self._entries),
+                bytes=self._bytes,
+                budget_bytes=self.budget_bytes,
+            )
+
+    def __len__(self) -> int:
+        with self._lock:
+            self._expire()
+            return len(self._entries)
+
+
+class AnalysisCache(BoundedCache):
+    """The analyses of the app (and any :class:`BoundedCache` use): ``analyze(model, image,
+    ...)``, cached by image content, weights, target, size and settings. With ``max_age_s``,
+    what a user uploaded is not kept longer than needed."""
 
     def analyze(
         self,
@@ -215,27 +267,3 @@ class AnalysisCache:
             return run(analyze, x, **settings)
 
         return self.get_or_compute(key, compute)
-
-    def clear(self) -> None:
-        """Drop every entry (results already handed out stay valid)."""
-        with self._lock:
-            self._entries.clear()
-            self._used.clear()
-            self._bytes = 0
-
-    @property
-    def stats(self) -> CacheStats:
-        with self._lock:
-            self._expire()
-            return CacheStats(
-                hits=self._hits,
-                misses=self._misses,
-                evictions=self._evictions,
-                entries=len(self._entries),
-                bytes=self._bytes,
-                budget_bytes=self.budget_bytes,
-            )
-
-    def __len__(self) -> int:
-        with self._lock:
-            return len(self._entries)

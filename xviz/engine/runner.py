@@ -17,6 +17,10 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+#: ``progress(fraction, message)``: how far a long computation is, 0 to 1, and what it does.
+Progress = Callable[[float, str], None]
+#: ``cancel()``: true once the caller wants the computation to stop (it raises ``Cancelled``).
+CancelCheck = Callable[[], bool]
 
 
 class ModelThread:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,11 +40,9 @@ from xviz.engine.analysis import (
     resolve_target,
 )
 from xviz.engine.hooks import eval_mode, model_lock
+from xviz.engine.runner import CancelCheck, Progress
 from xviz.errors import AnalysisError, Cancelled
 from xviz.model.xception import BLOCKS, Xception
-
-Progress = Callable[[float, str], None]
-CancelCheck = Callable[[], bool]
 
 METHODS: tuple[str, ...] = (
     "integrated_gradients",

@@ -23,6 +23,7 @@ from typing import Literal, NamedTuple
 import torch
 from torch import nn
 
+from xviz.engine.cache import BoundedCache
 from xviz.errors import Cancelled
 from xviz.model.xception import BLOCKS, SEPCONV_BLOCK, SeparableConv2d, Xception
 
@@ -317,7 +318,8 @@ class LatencyResult:
         return self.layer.depthwise_madds / self.layer.madds
 
 
-_LATENCY_CACHE: dict[tuple, LatencyResult] = {}
+# Measured latencies by device, shape and settings (a few hundred shapes at most).
+_LATENCY_CACHE = BoundedCache(max_entries=512, size_of=lambda _: 0)
 
 
 def device_label(device: torch.device) -> str:
@@ -376,8 +378,9 @@ def measure_latency(
     threads = torch.get_num_threads()
     M, N, D_K = layer.in_channels, layer.out_channels, layer.kernel_size
     key = (label, (M, N, D_K, layer.input_side), repeats, warmup, threads)
-    if use_cache and key in _LATENCY_CACHE:
-        return replace(_LATENCY_CACHE[key], layer=layer)
+    cached = _LATENCY_CACHE.get(key) if use_cache else None
+    if cached is not None:
+        return replace(cached, layer=layer)
 
     def sync() -> None:
         if device.type == "cuda":
@@ -403,7 +406,7 @@ def measure_latency(
         pointwise_ms=statistics.median(pw_t),
     )
     if use_cache:
-        _LATENCY_CACHE[key] = result
+        _LATENCY_CACHE.put(key, result)
     return result
 
 

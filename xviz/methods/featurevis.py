@@ -46,17 +46,15 @@ from torch import nn
 
 from xviz.checks import whole_number
 from xviz.engine.analysis import map_channels, map_kind, map_modules, model_device, weights_name
-from xviz.engine.cache import AnalysisCache, weights_id
+from xviz.engine.cache import BoundedCache, weights_id
 
 # _Hooks is the base of Capture and Rewrite; the ReLU override needs the module's input.
 from xviz.engine.hooks import _Hooks, eval_mode, model_lock
 from xviz.engine.preprocess import from_uint8
+from xviz.engine.runner import CancelCheck, Progress
 from xviz.engine.truncated import forward_until
 from xviz.errors import AnalysisError, Cancelled
 from xviz.model.xception import Xception
-
-Progress = Callable[[float, str], None]
-CancelCheck = Callable[[], bool]
 
 DEFAULT_STEPS = 128
 MAX_STEPS = 2048
@@ -301,14 +299,14 @@ def visualize(
 
 class VisualizationCache:
     """Feature visualizations kept per weights, map, channel, size, steps and seed, within
-    ``budget_mb`` (least recently used dropped first; thread-safe, from ``AnalysisCache``).
+    ``budget_mb`` (least recently used dropped first; thread-safe: a ``BoundedCache``).
 
     ``visualize`` answers a list of channels (a grid page) from the cache where it can and
     computes the missing ones together as one batch.
     """
 
     def __init__(self, budget_mb: float = 64, max_age_s: float | None = None) -> None:
-        self._entries = AnalysisCache(budget_mb=budget_mb, max_age_s=max_age_s)
+        self._entries = BoundedCache(budget_mb=budget_mb, max_age_s=max_age_s)
 
     def visualize(
         self,

@@ -17,9 +17,7 @@ input in a small cache, so consecutive clicks on one layer run the network once.
 from __future__ import annotations
 
 import contextlib
-import threading
 import weakref
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +28,7 @@ from torch import nn
 
 from xviz.checks import whole_number
 from xviz.engine.analysis import MAP_NAMES, Analysis, model_device, model_input, weights_name
+from xviz.engine.cache import BoundedCache
 from xviz.engine.hooks import Capture, eval_mode, model_lock
 from xviz.errors import AnalysisError
 from xviz.model.xception import BLOCK_SPECS, BLOCKS, SEPCONV_BLOCK, Xception
@@ -129,55 +128,23 @@ class _Captured(Exception):
     """Raised by the capture hook to end the forward pass once the input is kept."""
 
 
-class _InputCache:
-    """Float32 sepconv inputs by (model, analysis, sepconv), least recently used first out.
-
-    Holds weak references to the model and analysis: an entry never keeps them alive, and an
-    entry whose objects are gone (or whose ids were reused) is never returned.
-    """
-
-    def __init__(self, max_bytes: int) -> None:
-        self.max_bytes = max_bytes
-        self._entries: OrderedDict[tuple[int, int, str], tuple[Any, Any, np.ndarray]] = (
-            OrderedDict()
-        )
-        self._lock = threading.Lock()
-
-    def get(self, model: nn.Module, analysis: Analysis, sepconv: str) -> np.ndarray | None:
-        key = (id(model), id(analysis), sepconv)
-        with self._lock:
-            entry = self._entries.get(key)
-            if entry is None:
-                return None
-            model_ref, analysis_ref, values = entry
-            if model_ref() is not model or analysis_ref() is not analysis:
-                del self._entries[key]
-                return None
-            self._entries.move_to_end(key)
-            return values
-
-    def put(self, model: nn.Module, analysis: Analysis, sepconv: str, values: np.ndarray) -> None:
-        key = (id(model), id(analysis), sepconv)
-        with self._lock:
-            self._entries[key] = (weakref.ref(model), weakref.ref(analysis), values)
-            self._entries.move_to_end(key)
-            # The newest entry always stays, even when it alone is over the limit.
-            while len(self._entries) > 1 and self.nbytes > self.max_bytes:
-                self._entries.popitem(last=False)
-
-    @property
-    def nbytes(self) -> int:
-        return sum(values.nbytes for _, _, values in self._entries.values())
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._entries.clear()
+# Float32 sepconv inputs by (model, analysis, sepconv), least recently used out. An entry
+# holds weak references to its model and analysis: it never keeps them alive, and one whose
+# objects are gone (or whose ids were reused) is never returned.
+_CACHE = BoundedCache(budget_mb=CACHE_BYTES / 2**20, size_of=lambda entry: entry[2].nbytes)
 
 
-_CACHE = _InputCache(CACHE_BYTES)
+def _cached(model: nn.Module, analysis: Analysis, sepconv: str) -> np.ndarray | None:
+    entry = _CACHE.get((id(model), id(analysis), sepconv))
+    if entry is None:
+        return None
+    model_ref, analysis_ref, values = entry
+    return values if model_ref() is model and analysis_ref() is analysis else None
+
+
+def _keep(model: nn.Module, analysis: Analysis, sepconv: str, values: np.ndarray) -> None:
+    entry = (weakref.ref(model), weakref.ref(analysis), values)
+    _CACHE.put((id(model), id(analysis), sepconv), entry)
 
 
 def clear_cache() -> None:
@@ -251,7 +218,7 @@ def sepconv_input(model: Xception, analysis: Analysis, sepconv: str) -> np.ndarr
         raise AnalysisError(
             f"Unknown separable conv {_short(sepconv)}: use e.g. 'block5_sepconv1'."
         )
-    cached = _CACHE.get(model, analysis, sepconv)
+    cached = _cached(model, analysis, sepconv)
     if cached is not None:
         return cached
     kept: dict[str, np.ndarray] = {}
@@ -270,7 +237,7 @@ def sepconv_input(model: Xception, analysis: Analysis, sepconv: str) -> np.ndarr
         raise AnalysisError(f"The forward pass never reached {sepconv}.")
     values = kept[sepconv]
     values.flags.writeable = False
-    _CACHE.put(model, analysis, sepconv, values)
+    _keep(model, analysis, sepconv, values)
     return values
 
 

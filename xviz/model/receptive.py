@@ -109,18 +109,3 @@ def receptive_boxes(
     y0, y1 = field.interval(positions // field.side, size)
     x0, x1 = field.interval(positions % field.side, size)
     return np.stack([x0, y0, x1, y1], axis=-1).astype(np.int32)
-
-
-def receptive_box(
-    map_name: str, position: tuple[int, int], size: int, padding: Padding = "keras"
-) -> Box:
-    """:func:`receptive_boxes` of one position ``(row, column)``."""
-    fields = receptive_fields(size, padding)
-    side = fields[map_name].side if map_name in fields else 1
-    row, column = position
-    if not (0 <= row < side and 0 <= column < side):
-        raise AnalysisError(
-            f"Position {position} is outside {map_name}, which is {side}x{side} at {size}x{size}."
-        )
-    x0, y0, x1, y1 = receptive_boxes(map_name, np.array([row * side + column]), size, padding)[0]
-    return int(x0), int(y0), int(x1), int(y1)

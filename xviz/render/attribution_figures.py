@@ -1,6 +1,6 @@
 """Figures of the Attributions tab: an enlarged Grad-CAM and an attribution heatmap as Plotly
-figures with a numbered colourbar and a value under the pointer, and the colour legend of the
-Grad-CAM strip as HTML.
+figures with a numbered colourbar and a value under the pointer (the strip's HTML colourbar is
+``xviz.render.html.colorbar_html``, as every other).
 
 In the look of ``xviz.render.cost_figures`` (``dark=True`` for dark themes, transparent
 backgrounds) and coloured with the same tables as the images beside them
@@ -9,51 +9,15 @@ backgrounds) and coloured with the same tables as the images beside them
 
 from __future__ import annotations
 
-from html import escape
-
 import numpy as np
 import plotly.graph_objects as go
 from PIL import Image
 
-from xviz.render.colormaps import get_lut
 from xviz.render.cost_figures import _style
 from xviz.render.encode import data_url
 from xviz.render.trace_figures import colorscale
 
 HEIGHT = 460
-LEGEND_STOPS = 11
-
-
-def number(value: float) -> str:
-    """A value as a colourbar label: 3 significant digits, never "-0"."""
-    text = f"{value:.3g}"
-    return "0" if text in ("-0", "0") else text
-
-
-def legend_html(cmap: str, low: float | None, high: float | None, caption: str) -> str:
-    """A horizontal colourbar of ``cmap`` from ``low`` to ``high`` (labelled at both ends and
-    the middle), or, when they are None, from "0" to "its largest value" (each map its own
-    scale). Styled inline with the theme's colours, so it needs no stylesheet."""
-    lut = get_lut(cmap)
-    stops = ", ".join(
-        f"rgb{tuple(int(c) for c in lut[round(i * 255 / (LEGEND_STOPS - 1))])} "
-        f"{100 * i / (LEGEND_STOPS - 1):.0f}%"
-        for i in range(LEGEND_STOPS)
-    )
-    if low is None or high is None:
-        labels = ["0", "", "its largest value"]
-    else:
-        labels = [number(low), number((low + high) / 2), number(high)]
-    ticks = "".join(f"<span>{escape(label)}</span>" for label in labels)
-    return (
-        f'<div class="xviz-legend" role="img" aria-label="Colour scale: {escape(caption)}, '
-        f'from {escape(labels[0])} to {escape(labels[2])}" style="max-width:480px">'
-        f'<div style="height:12px;border:1px solid var(--border-color-primary);'
-        f'background:linear-gradient(to right, {stops})"></div>'
-        f'<div style="display:flex;justify-content:space-between;font-size:12px">{ticks}</div>'
-        f'<div style="font-size:12px;color:var(--body-text-color-subdued)">{escape(caption)}'
-        f"</div></div>"
-    )
 
 
 def _square(fig: go.Figure, title: str, dark: bool, side: int) -> go.Figure:

@@ -18,7 +18,6 @@ from PIL import Image, ImageDraw, ImageFont
 from xviz.render.colormaps import DIVERGING, apply
 
 Scale = Literal["shared", "channel"]
-SortKey = Literal["index", "mean", "max", "positive"]
 RGB = tuple[int, int, int]
 
 LABEL_MIN_TILE = 24
@@ -96,29 +95,6 @@ def _rescale(values: np.ndarray, low: ArrayLike, high: ArrayLike) -> np.ndarray:
     """Map [low, high] linearly onto [0, 1]; an empty range maps everything to 0."""
     span = np.asarray(high, dtype=np.float32) - low
     return (values - low) / np.where(span > 0, span, 1)
-
-
-def channel_order(maps: ArrayLike, sort: SortKey = "index", descending: bool = True) -> np.ndarray:
-    """Channel indices of maps (C, H, W) in display order -> (C,) int.
-
-    sort: "index" (always ascending), or per-channel "mean", "max", or "positive" (the
-    fraction of pixels above 0). Ties keep ascending channel order.
-    """
-    maps = np.asarray(maps)
-    if maps.ndim != 3:
-        raise ValueError(f"maps must have shape (C, H, W), got {maps.shape}")
-    if sort == "index":
-        return np.arange(len(maps))
-    flat = maps.reshape(len(maps), -1)
-    if sort == "mean":
-        key = flat.mean(axis=1)
-    elif sort == "max":
-        key = flat.max(axis=1)
-    elif sort == "positive":
-        key = (flat > 0).mean(axis=1)
-    else:
-        raise ValueError(f"sort must be one of index, mean, max, positive; got {sort!r}")
-    return np.argsort(-key if descending else key, kind="stable")
 
 
 def page(order: ArrayLike, page_index: int, per_page: int = 64) -> tuple[np.ndarray, int]:

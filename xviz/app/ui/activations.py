@@ -8,8 +8,6 @@ A picked tile opens the channel panel (``xviz/app/ui/channel.py``).
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +22,7 @@ from xviz.app.ui.links import DEFAULT_EXAMPLE, ViewParams
 from xviz.app.ui.panels import Panel
 from xviz.app.ui.shared import VIEW_EVENTS, Shared
 from xviz.checks import whole_number
+from xviz.engine.cache import BoundedCache
 from xviz.model.xception import SEPCONV_BLOCK
 from xviz.render import html
 from xviz.render.network_map import network_map_html
@@ -147,16 +146,14 @@ def build(shared: Shared) -> Activations:
         )
     panel = channel_panel.build(shared, sort, page)
 
-    cache: OrderedDict[tuple, tuple[Shown, Shown, views.LayerView]] = OrderedDict()
-    lock = threading.Lock()
+    cache = BoundedCache(max_entries=_CACHED_VIEWS, size_of=lambda _: 0)
 
     def rendered(session, layer, sort, page, cmap, scale, overlay) -> tuple[Shown, Shown, Any]:
         """Both grids rendered once per view (a highlight changes only their HTML)."""
         key = (session.key, layer, sort, page, cmap, scale, overlay)
-        with lock:
-            if key in cache:
-                cache.move_to_end(key)
-                return cache[key]
+        cached = cache.get(key)
+        if cached is not None:
+            return cached
         a = explorer.analysis(session)
         v = views.layer_view(a, layer, sort, page, cmap, scale, overlay)
         both = []
@@ -165,10 +162,7 @@ def build(shared: Shared) -> Activations:
             m = a.map(g.map_name)
             both.append(Shown(path, g.image.size, title, g, tile_labels(m, g)))
         entry = (both[0], both[1], v)
-        with lock:
-            cache[key] = entry
-            while len(cache) > _CACHED_VIEWS:
-                cache.popitem(last=False)
+        cache.put(key, entry)
         return entry
 
     def grid_html(s: Shown, selected: int | None, linked: list[int]) -> str:

@@ -3,16 +3,15 @@ outputs, when it is drawn), and lazy panels drawn ahead in the background (:clas
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 import gradio as gr
 
 from xviz.app import explorer as ex
+from xviz.engine.cache import BoundedCache
 
 
 @dataclass(frozen=True)
@@ -44,9 +43,7 @@ class Prefetched:
     if it is still being drawn, instead of drawing it again."""
 
     def __init__(self, keep: int = 16) -> None:
-        self._keep = keep
-        self._done: OrderedDict[tuple, Future] = OrderedDict()
-        self._lock = threading.Lock()
+        self._done = BoundedCache(max_entries=keep, size_of=lambda _: 0)
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="xviz-prefetch")
 
     @staticmethod
@@ -54,17 +51,13 @@ class Prefetched:
         return (id(panel), session.key, repr(values))
 
     def start(self, panel: Panel, session: ex.Session, values: Sequence[Any]) -> None:
-        key = self.key(panel, session, values)
-        with self._lock:
-            if key in self._done:
-                return
-            self._done[key] = self._pool.submit(panel.render, session, *values)
-            while len(self._done) > self._keep:
-                self._done.popitem(last=False)
+        self._done.get_or_compute(
+            self.key(panel, session, values),
+            lambda: self._pool.submit(panel.render, session, *values),
+        )
 
     def render(self, panel: Panel, session: ex.Session, values: Sequence[Any]) -> Sequence[Any]:
-        with self._lock:
-            ahead = self._done.get(self.key(panel, session, values))
+        ahead = self._done.get(self.key(panel, session, values))
         if ahead is not None and ahead.exception() is None:  # (waits for it to be drawn)
             return ahead.result()
         # Not drawn ahead, or that failed: drawn here, where an error reaches the page.

@@ -8,15 +8,14 @@ An engine is a context manager with ``scan`` (images -> :class:`~xviz.methods.at
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
+from xviz.engine.runner import Progress
 from xviz.methods.atlas.sources import crops_of, decode_all
 from xviz.methods.atlas.topk import TopK, empty, merge, scan_batch
 from xviz.model.receptive import Box
 from xviz.model.xception import Xception
-
-Progress = Callable[[float, str], None]
 
 
 def status(done: int, total: int, skipped: int) -> str:

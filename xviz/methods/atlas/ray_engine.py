@@ -18,20 +18,19 @@ from __future__ import annotations
 import copy
 import os
 import pickle
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from xviz.engine.runner import Progress
 from xviz.errors import AtlasError
 from xviz.methods.atlas.local import status
 from xviz.methods.atlas.sources import crops_of, decode
 from xviz.methods.atlas.topk import TopK, empty, merge, scan_batch
 from xviz.model.receptive import Box
 from xviz.model.xception import Xception
-
-Progress = Callable[[float, str], None]
 
 INSTALL_HINT = (
     'The ray engine needs Ray: pip install "xviz[ray]" (or pip install "ray[data]==2.60.0"), '

@@ -299,9 +299,7 @@ def _read(path: Path, schema: pa.Schema) -> pa.Table:
             f"{', '.join(f'{f.name} ({f.type})' for f in table.schema)}."
         )
     if METADATA_KEY not in (table.schema.metadata or {}):
-        raise AtlasError(
-            f"{path} is not part of an xviz atlas: it has no xviz.atlas metadata."
-        )
+        raise AtlasError(f"{path} is not part of an xviz atlas: it has no xviz.atlas metadata.")
     return table
 
 
