@@ -89,7 +89,9 @@ def test_a_call_runs_on_the_workers_copy_and_gives_what_the_cpu_gives(gpu, model
     ("title", "message", "says"),
     [
         ("ZeroGPU quota exceeded", "You have exceeded your free ZeroGPU quota (20s requested "
-         "vs. 3s left). Try again in 1:00:00.", "used up"),
+         "vs. 3s left). Try again in 1:00:00.", "Your free ZeroGPU time for today is used up"),
+        ("ZeroGPU quota exceeded", "Space app has reached its GPU limit. Try re-running outside "
+         "of examples if it happened after clicking one", "This Space's ZeroGPU time is used up"),
         ("ZeroGPU queue timeout", "No GPU was available after 60s", "No GPU was free"),
         ("ZeroGPU worker error", "GPU task aborted", "The GPU call failed"),
     ],

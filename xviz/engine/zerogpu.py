@@ -306,6 +306,8 @@ def refusal(error: BaseException) -> str | None:
         return None
     message = str(getattr(error, "message", error))
     then = "so xviz computed this on the CPU instead (slower, same numbers)"
+    if "Space app has reached its GPU limit" in message:  # no visitor named: the Space's own
+        return f"This Space's ZeroGPU time is used up for now, {then}. Try again later."
     if "quota" in title.lower() or "limit" in message.lower():
         return (
             f"Your free ZeroGPU time for today is used up ({message.strip()}), {then}. Log in "
