@@ -17,6 +17,7 @@ from xviz.methods.trace import (
     ValueTrace,
     clear_cache,
     explain_value,
+    linked_channels,
     sepconv_input,
     sepconv_steps,
 )
@@ -256,3 +257,15 @@ def test_describe_says_what_was_summed(model, analysis):
     assert f"**{corner.value:.4g}**" in text and f"{corner.map_value:.4g}" in text
     inside = explain_value(model, analysis, "block3_sepconv1.pointwise", 2, 4, 4).describe()
     assert "128 products of the depthwise values" in inside and "padding" not in inside
+
+
+def test_linked_channels_are_the_largest_pointwise_weights(model):
+    # (N, M) pointwise weights read from the state dict, ranked here with a plain sort.
+    w = model.state_dict()["block5.sepconv1.pointwise.weight"][:, :, 0, 0].abs().numpy()
+    by_weight = sorted(range(w.shape[1]), key=lambda m: (-w[3, m], m))[:8]
+    assert linked_channels(model, "block5_sepconv1", "right", 3) == by_weight
+    column = sorted(range(w.shape[0]), key=lambda n: (-w[n, 5], n))[:4]
+    assert linked_channels(model, "block5_sepconv1", "left", 5, 4) == column
+    for side, channel in (("right", 728), ("left", -1), ("right", None)):
+        assert linked_channels(model, "block5_sepconv1", side, channel) == []
+    assert linked_channels(model, "block1_conv1", "right", 0) == []

@@ -382,3 +382,18 @@ def sepconv_steps(
         pointwise_weights=_read_only(pointwise[p].copy()),
         pointwise_map=_read_only(mixed.numpy().copy()),
     )
+
+
+def linked_channels(
+    model: Xception, layer: str, side: str, channel: int | None, count: int = 8
+) -> list[int]:
+    """The ``count`` channels of the other half of separable conv ``layer`` joined to
+    ``channel`` (of the depthwise ``side='left'`` or pointwise ``'right'``) by the largest
+    |pointwise weights|, strongest first; [] for no channel or a plain conv."""
+    if channel is None or layer not in SEPCONV_BLOCK:
+        return []
+    weights = model.sepconvs[layer].pointwise.weight[:, :, 0, 0].detach().abs().cpu().numpy()
+    if not 0 <= channel < weights.shape[0 if side == "right" else 1]:  # (N, M)
+        return []
+    row = weights[channel] if side == "right" else weights[:, channel]  # (M,) or (N,)
+    return [int(i) for i in np.argsort(-row, kind="stable")[:count]]

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import gradio as gr
-import numpy as np
 
 from xviz.app import views
 from xviz.app.server import reported, ui_errors
@@ -23,7 +22,7 @@ from xviz.app.ui.panels import Panel
 from xviz.app.ui.shared import VIEW_EVENTS, Shared
 from xviz.checks import whole_number
 from xviz.engine.cache import BoundedCache
-from xviz.model.xception import SEPCONV_BLOCK
+from xviz.methods.trace import linked_channels
 from xviz.render import html
 from xviz.render.network_map import network_map_html
 
@@ -65,19 +64,6 @@ def tile_labels(m: Any, g: views.Grid) -> tuple[str, ...]:
         f"min {html.number(m.min[c])}; colours from {html.number(lo)} to {html.number(hi)}"
         for c, lo, hi in zip(g.channels, g.low, g.high, strict=True)
     )
-
-
-def linked_channels(model: Any, layer: str, side: str, channel: int | None) -> list[int]:
-    """The other half's channels joined to ``channel`` by the largest |pointwise weights|."""
-    if channel is None or layer not in SEPCONV_BLOCK:
-        return []
-    weights = model.sepconvs[layer].pointwise.weight[:, :, 0, 0].detach().abs().cpu().numpy()
-    row = weights[channel] if side == "right" else weights[:, channel]  # (M,) or (N,)
-    if side == "right" and channel >= weights.shape[0]:
-        return []
-    if side == "left" and channel >= weights.shape[1]:
-        return []
-    return [int(i) for i in np.argsort(-row, kind="stable")[:LINKED]]
 
 
 def build(shared: Shared) -> Activations:
@@ -187,7 +173,7 @@ def build(shared: Shared) -> Activations:
         """Both grids of ``layer`` (``chosen`` of side ``which`` outlined) and the page."""
         lshown, rshown, v = rendered(session, layer, sort, page, cmap, scale, overlay)
         chosen = None if chosen is None else int(chosen)
-        linked = linked_channels(explorer.model, layer, which, chosen)
+        linked = linked_channels(explorer.model, layer, which, chosen, LINKED)
         on_left, on_right = (chosen, None) if which == "left" else (None, chosen)
         return [
             grid_html(lshown, on_left, linked if which == "right" else []),

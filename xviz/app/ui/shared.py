@@ -41,7 +41,7 @@ RENDER_EVENTS: dict[str, Any] = {
 }
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Shared:
     """The app's shared components, the explorer behind them, and the tabs' panels."""
 
@@ -182,9 +182,28 @@ def build_header(explorer: ex.Explorer, files: FileStore) -> Shared:
     dark = gr.Checkbox(False, visible=False, label="dark mode")
     quiet = gr.HTML(visible=False, label="no progress shown")
     return Shared(
-        explorer, files, session, tab, shown, image, size, prediction, target, info, netmap,
-        flow, block, layer, dark, link, copy, gr.State(None), quiet, main, tour,
-    )  # fmt: skip
+        explorer=explorer,
+        files=files,
+        session=session,
+        tab=tab,
+        shown=shown,
+        image=image,
+        size=size,
+        prediction=prediction,
+        target=target,
+        info=info,
+        netmap=netmap,
+        flow=flow,
+        block=block,
+        layer=layer,
+        dark=dark,
+        link=link,
+        copy=copy,
+        open_request=gr.State(None),
+        quiet=quiet,
+        main=main,
+        tour=tour,
+    )
 
 
 def quiet_progress(demo: gr.Blocks, shared: Shared) -> None:
