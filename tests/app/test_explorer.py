@@ -329,3 +329,22 @@ def test_dropping_a_conv_residual_gives_maps_and_a_difference(explorer, session,
 def test_ablation_names_a_block_without_a_residual(explorer, session):
     with pytest.raises(AnalysisError, match="block14' has no residual connection"):
         explorer.ablation(session, "drop_residual", ["block14"])
+
+
+def test_cancel_flags_stay_bounded_whatever_sessions_a_client_names(explorer):
+    # Control: an armed run of a kept session is still reached by its Cancel.
+    explorer.arm("visitor")
+    explorer.cancel("visitor")
+    assert explorer.new_run("visitor").is_set()
+    for i in range(ex.MAX_SESSIONS + 3000):  # fresh hashes, as a script could post them
+        explorer.arm(f"fresh-{i}")
+    assert len(explorer._armed) == ex.MAX_SESSIONS
+    assert explorer._armed.get("fresh-0") is None  # the oldest went first
+    long = "x" * 1_000_000
+    explorer.arm(long)
+    assert explorer._armed.get(long[: ex.SESSION_KEY]) is not None  # kept by its first 64
+    assert all(len(str(k)) <= ex.SESSION_KEY for k in explorer._armed._entries)
+    explorer.cancel(long)  # the same session, named in full again, is found
+    assert explorer.new_run(long).is_set()
+    explorer.forget(long)
+    assert explorer._cancel.get(long[: ex.SESSION_KEY]) is None

@@ -25,7 +25,7 @@ from xviz.app import views
 from xviz.checks import real_number, whole_number
 from xviz.data.gallery import example_names
 from xviz.engine.analysis import Analysis, class_labels, input_size
-from xviz.engine.cache import AnalysisCache
+from xviz.engine.cache import AnalysisCache, BoundedCache
 from xviz.engine.devices import out_of_memory_guard
 from xviz.engine.preprocess import load_image, to_display
 from xviz.engine.runner import Progress, Runner
@@ -37,6 +37,14 @@ from xviz.model.xception import Xception
 # Input sides the explorer runs: at 32 the exit flow is down to 1x1 (below 7 nothing is
 # left); above 600 one analysis holds about 190 MB of maps.
 MIN_SIZE, MAX_SIZE = 32, 600
+# Sessions whose cancel flags are kept (the oldest go first), and how much of a session id
+# is a key: a client may name any session, fresh or long, in every request.
+MAX_SESSIONS = 4096
+SESSION_KEY = 64
+
+
+def _session_key(session_id: object) -> str:
+    return str(session_id)[:SESSION_KEY]
 
 
 @dataclass(frozen=True)
@@ -83,8 +91,11 @@ class Explorer:
         # Every model computation runs through this: on one warm thread (xviz/engine/runner.py),
         # or on ZeroGPU (xviz/engine/zerogpu.py).
         self.runner = runner or Runner(model)
-        self._cancel: dict[str, threading.Event] = {}
-        self._armed: dict[str, threading.Event] = {}  # runs asked for, still in the queue
+        # Cancel flags by session: bounded in count and age, and keyed by at most
+        # SESSION_KEY characters of what a client names as its session (any string).
+        flags = {"max_entries": MAX_SESSIONS, "max_age_s": max_age_s, "size_of": lambda _: 0}
+        self._cancel = BoundedCache(**flags)
+        self._armed = BoundedCache(**flags)  # runs asked for, still in the queue
         self._cancel_lock = threading.Lock()
 
     # --- analysing -------------------------------------------------------------------------
@@ -143,30 +154,33 @@ class Explorer:
         """A run was asked for and may wait in the queue: a :meth:`cancel` from now on reaches
         it, and it ends as soon as it starts."""
         with self._cancel_lock:
-            self._armed[session_id] = threading.Event()
+            self._armed.put(_session_key(session_id), threading.Event())
 
     def new_run(self, session_id: str) -> threading.Event:
         """The cancel flag of a session's run that starts now (the one :meth:`arm` made for
         it, if any); :meth:`cancel` sets the latest one. A run keeps its own flag, so one that
         starts after a cancel does not undo it."""
+        key = _session_key(session_id)
         with self._cancel_lock:
-            event = self._armed.pop(session_id, None) or threading.Event()
-            self._cancel[session_id] = event
+            event = self._armed.pop(key) or threading.Event()
+            self._cancel.put(key, event)
         return event
 
     def cancel(self, session_id: str) -> None:
         """Stop the session's running run and the one it asked for, if any."""
+        key = _session_key(session_id)
         with self._cancel_lock:
-            events = [self._cancel.get(session_id), self._armed.get(session_id)]
+            events = [self._cancel.get(key), self._armed.get(key)]
         for event in events:
             if event is not None:
                 event.set()
 
     def forget(self, session_id: str) -> None:
         """Release what a finished browser session held."""
+        key = _session_key(session_id)
         with self._cancel_lock:
-            self._cancel.pop(session_id, None)
-            self._armed.pop(session_id, None)
+            self._cancel.pop(key)
+            self._armed.pop(key)
 
     def attribution(
         self,

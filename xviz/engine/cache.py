@@ -191,6 +191,16 @@ class BoundedCache:
             evicted = True
         return evicted
 
+    def pop(self, key: Hashable, default: Any = None) -> Any:
+        """Remove and return the value for ``key`` (``default`` when there is none)."""
+        with self._lock:
+            if key not in self._entries:
+                return default
+            value = self._entries.pop(key)
+            self._used.pop(key, None)
+            self._bytes -= self._size_of(value)
+            return value
+
     def put(self, key: Hashable, value: Any) -> None:
         """Keep ``value`` under ``key`` (replacing what was there)."""
         with self._lock:
