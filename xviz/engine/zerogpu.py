@@ -36,7 +36,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from xviz.engine.runner import ModelThread, Runner
+from xviz.engine.runner import SECONDS, ModelThread, Runner
 from xviz.errors import Cancelled, XvizError
 
 logger = logging.getLogger(__name__)
@@ -356,9 +356,25 @@ class ZeroGPURunner(Runner):
         kwargs = {k: v for k, v in kwargs.items() if k not in ("progress", "cancel")}
         return float(self.clock.booked(fn, args, kwargs))
 
+    def background(
+        self, fn: Callable[..., T], /, *args: Any, priority: int = SECONDS, **kwargs: Any
+    ) -> T:
+        """A long job: in a worker of its own, which has no other call to let through (it
+        gets no ``pause``); on the CPU, at ``priority``, as :meth:`Runner.background`."""
+
+        def on_cpu(*passed: Any, **named: Any) -> T:
+            return self.cpu.background(fn, *passed, priority=priority, **named)
+
+        return self._call(fn, args, kwargs, on_cpu)
+
     def __call__(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+        return self._call(fn, args, kwargs, lambda *passed, **named: self.cpu(fn, *passed, **named))
+
+    def _call(self, fn: Callable[..., T], args: tuple, kwargs: dict, on_cpu: Callable[..., T]) -> T:
+        """``fn`` in a ZeroGPU worker, or ``on_cpu(*args, **kwargs)`` outside a visitor's
+        request and when ZeroGPU refuses."""
         if not self.for_visitor():
-            return self.cpu(fn, *args, **kwargs)
+            return on_cpu(*args, **kwargs)
         progress, cancel = kwargs.pop("progress", None), kwargs.pop("cancel", None)
         booked = self.clock.booked(fn, args, kwargs)
         job = Job(self.key, fn, args, kwargs, booked)
@@ -377,7 +393,7 @@ class ZeroGPURunner(Runner):
             logger.warning("ZeroGPU: %s: %s", fn.__qualname__, sentence)
             self.notify(sentence)
             passed = {"progress": progress, "cancel": cancel}
-            return self.cpu(fn, *args, **kwargs, **{k: v for k, v in passed.items() if v})
+            return on_cpu(*args, **kwargs, **{k: v for k, v in passed.items() if v})
         visit = self.clock.record(
             fn, args, kwargs, booked, time.perf_counter() - started, outcome.gpu_s, outcome.cold
         )
