@@ -63,15 +63,16 @@ def test_analyze_reads_the_device_a_few_times_not_once_per_map(model, image):
         analysis = analyze(model, image, size=SIZE)
     assert len(analysis.maps) == len(MAP_NAMES)
     assert traffic.numpy_on_device == 0, traffic.where
-    # Two copies: one float32 buffer (logits, statistics, Grad-CAMs, BN affines), one of codes.
-    assert traffic.transfers <= 2, traffic.where
-    assert traffic.syncs <= 2, traffic.where
+    # One copy per stage a page can show early: the logits (the prediction); the maps' float32
+    # statistics with the BN affines, and their codes; the Grad-CAMs. Not one per map (88).
+    assert traffic.transfers <= 4, traffic.where
+    assert traffic.syncs <= 4, traffic.where
 
 
 def test_analyze_with_an_explicit_target_and_float16_storage(model, image):
     with DeviceTraffic(model) as traffic:
         analyze(model, image, size=SIZE, target=3, storage="float16")
-    assert traffic.numpy_on_device == 0 and traffic.transfers <= 2 and traffic.syncs <= 2
+    assert traffic.numpy_on_device == 0 and traffic.transfers <= 4 and traffic.syncs <= 4
 
 
 def test_to_map_is_one_transfer_per_buffer(model):

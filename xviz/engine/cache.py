@@ -10,6 +10,8 @@ Concurrent requests for the same key compute it once; the others wait for that r
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import ctypes
 import hashlib
 import threading
@@ -18,14 +20,21 @@ import uuid
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import torch
 from torch import nn
 
-from xviz.engine.analysis import Analysis, Storage, analyze, prepare_input, resolve_size
+from xviz.engine.analysis import (
+    STAGES,
+    Analysis,
+    Storage,
+    analyze,
+    prepare_input,
+    resolve_size,
+)
 
 _RANDOM_WEIGHTS: weakref.WeakKeyDictionary[nn.Module, str] = weakref.WeakKeyDictionary()
 _RANDOM_GUARD = threading.Lock()
@@ -247,7 +256,20 @@ class BoundedCache:
 class AnalysisCache(BoundedCache):
     """The analyses of the app (and any :class:`BoundedCache` use): ``analyze(model, image,
     ...)``, cached by image content, weights, target, size and settings. With ``max_age_s``,
-    what a user uploaded is not kept longer than needed."""
+    what a user uploaded is not kept longer than needed.
+
+    :meth:`early` answers as soon as a run has got as far as asked (its prediction, or its
+    maps: see :data:`~xviz.engine.analysis.STAGES`), :meth:`analyze` once it is complete: one
+    computation serves all of them, started by whichever asks first.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Per key being computed: the furthest partial analysis, and who waits for which stage.
+        # Both go when its computation ends, so they hold no more than the analyses running.
+        self._partial: dict[Hashable, Analysis] = {}
+        self._waiting: dict[Hashable, list[tuple[str, Future]]] = {}
+        self._starter = ThreadPoolExecutor(max_workers=4, thread_name_prefix="xviz-analysis")
 
     def analyze(
         self,
@@ -265,15 +287,103 @@ class AnalysisCache(BoundedCache):
         ``analyze(model, x, **settings)`` (an :class:`xviz.engine.runner.Runner`: on the model's
         thread, or on ZeroGPU); a hit is answered in the calling thread.
         """
-        size = resolve_size(model, image, size)
-        x, _ = prepare_input(image, size)
-        key = CacheKey(tensor_digest(x), weights_id(model), target, size, top_k, storage)
+        key, x, settings = self._request(model, image, target, size, top_k, storage)
+        return self._complete(key, model, x, settings, run)
 
-        settings = {"target": target, "size": size, "top_k": top_k, "storage": storage}
+    def early(
+        self,
+        model: nn.Module,
+        image: Any,
+        target: int | str | None = None,
+        size: int | None = None,
+        top_k: int = 5,
+        storage: Storage = "uint8",
+        run: Callable[..., Analysis] | None = None,
+        stage: str = "maps",
+    ) -> Analysis:
+        """The analysis :meth:`analyze` gives, or, while it is still running, what it has made
+        as soon as that reaches ``stage`` ("prediction": no maps yet; "maps": no Grad-CAM yet).
+        Starts the analysis (on another thread) if nobody has."""
+        if stage not in STAGES:
+            raise ValueError(f"Unknown stage {stage!r}: use one of {STAGES}")
+        key, x, settings = self._request(model, image, target, size, top_k, storage)
+        with self._lock:
+            self._expire()
+            if key in self._entries:
+                self._hits += 1
+                self._touch(key)
+                return self._entries[key]
+            partial = self._partial.get(key)
+            if partial is not None and partial.reached(stage):
+                return partial
+            wait: Future = Future()
+            self._waiting.setdefault(key, []).append((stage, wait))
+            start = key not in self._pending  # (a run that ends meanwhile answers ``wait``)
+        if start:
+            # With the caller's context (a request, which ZeroGPU books against).
+            context = contextvars.copy_context()
+            self._starter.submit(context.run, self._quietly, key, model, x, settings, run)
+        return wait.result()
+
+    def _quietly(self, *args: Any) -> None:
+        """:meth:`_complete` for :meth:`early`, whose caller gets its error from its future."""
+        with contextlib.suppress(BaseException):
+            self._complete(*args)
+
+    def _complete(
+        self,
+        key: Hashable,
+        model: nn.Module,
+        x: torch.Tensor,
+        settings: dict[str, Any],
+        run: Callable[..., Analysis] | None,
+    ) -> Analysis:
+        def arrived(partial: Analysis) -> None:
+            with self._lock:
+                self._partial[key] = partial
+                waiting = self._waiting.get(key, [])
+                ready = [future for stage, future in waiting if partial.reached(stage)]
+                waiting[:] = [(s, f) for s, f in waiting if f not in ready]
+            for future in ready:
+                future.set_result(partial)
 
         def compute() -> Analysis:
             if run is None:
-                return analyze(model, x, **settings)
-            return run(analyze, x, **settings)
+                return analyze(model, x, **settings, on_partial=arrived)
+            return run(analyze, x, **settings, on_partial=arrived)
 
-        return self.get_or_compute(key, compute)
+        # Whether this call computed it or waited for another's, the value is kept by now.
+        try:
+            value = self.get_or_compute(key, compute)
+        except BaseException as error:
+            self._finish(key, error=error)
+            raise
+        self._finish(key, value=value)
+        return value
+
+    def _finish(
+        self, key: Hashable, value: Analysis | None = None, error: BaseException | None = None
+    ) -> None:
+        """The computation for ``key`` ended: whoever still waits gets its value or error."""
+        with self._lock:
+            self._partial.pop(key, None)
+            waiting = self._waiting.pop(key, [])
+        for _, future in waiting:
+            if error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(value)
+
+    def _request(
+        self,
+        model: nn.Module,
+        image: Any,
+        target: int | str | None,
+        size: int | None,
+        top_k: int,
+        storage: Storage,
+    ) -> tuple[CacheKey, torch.Tensor, dict[str, Any]]:
+        size = resolve_size(model, image, size)
+        x, _ = prepare_input(image, size)
+        key = CacheKey(tensor_digest(x), weights_id(model), target, size, top_k, storage)
+        return key, x, {"target": target, "size": size, "top_k": top_k, "storage": storage}

@@ -376,6 +376,12 @@ class ZeroGPURunner(Runner):
         if not self.for_visitor():
             return on_cpu(*args, **kwargs)
         progress, cancel = kwargs.pop("progress", None), kwargs.pop("cancel", None)
+        # A callback cannot go to the worker: an analysis' early stages come with the whole.
+        passed = {
+            "progress": progress,
+            "cancel": cancel,
+            "on_partial": kwargs.pop("on_partial", None),
+        }
         booked = self.clock.booked(fn, args, kwargs)
         job = Job(self.key, fn, args, kwargs, booked)
         started = time.perf_counter()
@@ -392,7 +398,6 @@ class ZeroGPURunner(Runner):
                 raise
             logger.warning("ZeroGPU: %s: %s", fn.__qualname__, sentence)
             self.notify(sentence)
-            passed = {"progress": progress, "cancel": cancel}
             return on_cpu(*args, **kwargs, **{k: v for k, v in passed.items() if v})
         visit = self.clock.record(
             fn, args, kwargs, booked, time.perf_counter() - started, outcome.gpu_s, outcome.cold

@@ -44,6 +44,8 @@ INTRO = (
     "resolution, the exit flow sees objects on a coarse grid. Click a block to enlarge it."
 )
 NOT_YET = "Press **Compute** to explain the target class in this image with the chosen method."
+# Shown for a new image until its backward pass, which the Grad-CAMs need, is done.
+COMPUTING = "Grad-CAM of this image's 14 blocks: computing (the backward pass)..."
 
 
 @dataclass
@@ -156,6 +158,7 @@ def build(shared: Shared) -> Attributions:
             tab=TAB,
             on_retarget=True,
             push=True,  # 14 thumbnails: on the page when the tab opens
+            waiting=(f'<p class="xviz-small" role="status">{COMPUTING}</p>', "", ""),
         ),
         Panel(
             enlarged,
@@ -164,6 +167,7 @@ def build(shared: Shared) -> Attributions:
             tab=TAB,
             on_retarget=True,
             prefetch=True,
+            waiting=(None, "", None, None, NOT_YET),
         ),
     ]
 

@@ -52,18 +52,26 @@ def render_panels(
     return out
 
 
+def _waiting(panels: Sequence[Panel]) -> dict[gr.Component, Any]:
+    """The waiting faces of the panels that need the backward pass."""
+    return {c: v for p in panels if p.backward for c, v in zip(p.outputs, p.waiting, strict=True)}
+
+
 def _streamed(
     shared: Shared,
     panels: Sequence[Panel],
     session: ex.Session,
     given: dict[gr.Component, Any],
-    last: dict[gr.Component, Any],
+    last: dict[gr.Component, Any] | None = None,
 ) -> Iterator[dict[gr.Component, Any]]:
     """A panel at a time, each on the page as soon as it is drawn; ``last`` comes with the
-    last one (alone if there are none)."""
+    last one (alone if there are none). Panels that need the backward pass show their waiting
+    face first if it still runs, and are drawn once it is done."""
+    if any(p.backward for p in panels) and not shared.explorer.forward(session).complete:
+        yield _waiting(panels)
     for panel in panels[:-1]:
         yield render_panels(shared, [panel], session, given)
-    yield render_panels(shared, panels[-1:], session, given) | last
+    yield render_panels(shared, panels[-1:], session, given) | (last or {})
 
 
 def analysis_events(shared: Shared) -> None:
@@ -79,9 +87,10 @@ def analysis_events(shared: Shared) -> None:
 
     @ui_errors
     def on_image(image, size, session, tab, shown, *values) -> Iterator[dict]:
-        """Analyse a new image (or size): the prediction first, then the open tab's own
-        panels, then the eager ones; the other tabs' panels are drawn ahead in the
-        background."""
+        """Analyse a new image (or size), forward pass first: the prediction and the panels
+        drawn from the maps (the open tab's, then the eager ones) as soon as the forward pass
+        is done; the panels that need the backward pass (Grad-CAM) once it is; the other
+        tabs' panels are drawn ahead in the background."""
         # Nothing to do: one unchanged output (yielding nothing would clear every output).
         unchanged = {shared.session: gr.skip()}
         if image is None:
@@ -91,30 +100,36 @@ def analysis_events(shared: Shared) -> None:
         if session is not None and new.same_input(session):
             yield unchanged  # the same picture again (Gradio reports one upload twice)
             return
-        analysis = explorer.analysis(new)
+        first = explorer.forward(new, stage="prediction")
         yield {
             shared.session: new,
-            shared.prediction: views.prediction(analysis),
-            shared.target: gr.update(
-                choices=views.target_choices(analysis), value=analysis.target_label
-            ),
-            shared.info: status(analysis),
+            shared.prediction: views.prediction(first),
+            shared.target: gr.update(choices=views.target_choices(first), value=first.target_label),
+            shared.info: status(first),
         }
         given = dict(zip(eager_inputs, values, strict=True))
-        due = [p for p in lazy if p.tab == tab]
-        if due:  # a tab with panels of its own is open: they are what the visitor sees
-            yield from _streamed(shared, due, new, given, {shared.shown: {**shown, tab: new.key}})
+        due = [p for p in lazy if p.tab == tab]  # the open tab's own: what the visitor sees
+        after = [p for p in due if p.backward]
+        if due and len(after) < len(due):
+            yield from _streamed(shared, [p for p in due if not p.backward], new, given)
+        if after and not first.complete:
+            yield _waiting(after)  # not the last image's Grad-CAMs meanwhile
         pushed = [p for p in lazy if p.push and p not in due]
         for panel in pushed:  # drawn on another thread while the eager panels are drawn here
             shared.prefetched.start(panel, new, [given[c] for c in panel.inputs])
-        yield render_panels(shared, eager, new, given)
+        yield render_panels(shared, eager, new, given) | {
+            shared.info: status(explorer.forward(new))
+        }
+        if after:
+            yield from _streamed(shared, after, new, given)
         for panel in lazy:
             if panel.prefetch and panel not in due:
                 shared.prefetched.start(panel, new, [given[c] for c in panel.inputs])
-        if pushed:  # after what shows, as soon as it is drawn
-            now = {**shown, **({tab: new.key} if due else {})}
-            now |= {_pushed(p.tab): new.key for p in pushed}
-            yield render_panels(shared, pushed, new, given) | {shared.shown: now}
+        now = {**shown, **({tab: new.key} if due else {})}
+        now |= {_pushed(p.tab): new.key for p in pushed}
+        # The whole analysis is done once any panel that needs it is drawn.
+        done = {shared.info: status(explorer.analysis(new)), shared.shown: now}
+        yield render_panels(shared, pushed, new, given) | done
 
     gr.on(
         [shared.image.change, shared.size.change],

@@ -35,6 +35,14 @@ class Panel:
     # only then, ``render_children`` notwithstanding), so opening the tab needs no round trip.
     # For small pictures only: every new analysis sends it.
     push: bool = False
+    # Drawn from the backward pass (Grad-CAM): until it is done, ``waiting`` (values of
+    # ``outputs``) shows that this image's panel is on its way, not the last image's.
+    waiting: Sequence[Any] | None = None
+
+    @property
+    def backward(self) -> bool:
+        """Whether the panel needs the analysis' backward pass (it has a ``waiting`` face)."""
+        return self.waiting is not None
 
 
 class Prefetched:

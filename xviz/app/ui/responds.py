@@ -94,12 +94,12 @@ def build(
         if session is None or shown_now is None:
             raise ex.AnalysisError("Pick a channel first: click a tile of either grid.")
         layer, side, channel, _ = shown_now
-        left, right, _, _ = views.layer_maps(explorer.analysis(session), layer)
+        left, right, _, _ = views.layer_maps(explorer.forward(session), layer)
         return (left if side == "left" else right).name, channel
 
     def show(session, layer: str, side: str, channel: int) -> list[Any]:
         """Values of ``outputs`` for a channel just opened."""
-        left, right, _, _ = views.layer_maps(explorer.analysis(session), layer)
+        left, right, _, _ = views.layer_maps(explorer.forward(session), layer)
         name = (left if side == "left" else right).name
         made = visuals.cached(explorer.model, name, channel, SIZE)
         picture_value = shared.png(contact_sheet(made, columns=1)) if made else None
@@ -146,7 +146,7 @@ def build(
         progress=gr.Progress(),  # noqa: B008
     ):
         name, _ = map_of(session, shown_now)
-        m = explorer.analysis(session).map(name)
+        m = explorer.forward(session).map(name)
         channels = [int(c) for c in views.grid(m, sort, page).channels]
         cancel = explorer.new_run(request.session_hash if request else "")
         chunks = [channels[start : start + BATCH] for start in range(0, len(channels), BATCH)]

@@ -237,9 +237,21 @@ DEVICE_NAMES = {"cpu": "the CPU", "cuda": "the GPU", "mps": "the GPU (MPS)"}
 
 
 def status(analysis: Any) -> str:
-    """The line under the prediction: what was analysed, with what, where and how fast."""
+    """The line under the prediction: what was analysed, with what, where and how fast (for
+    an analysis whose backward pass still runs, that its Grad-CAMs are on their way)."""
+    where = DEVICE_NAMES.get(analysis.device, analysis.device)
+    if not analysis.complete:
+        made, coming = (
+            ("prediction and maps", "the Grad-CAMs")
+            if analysis.reached("maps")
+            else ("prediction", "the maps and the Grad-CAMs")
+        )
+        return (
+            f"Forward pass at {analysis.size}x{analysis.size} with `{analysis.weights}` on "
+            f"{where} in {analysis.elapsed_s:.2f} s: {made}; {coming} of "
+            f"**{analysis.target_label}** follow..."
+        )
     return (
         f"Analysed at {analysis.size}x{analysis.size} with `{analysis.weights}` on "
-        f"{DEVICE_NAMES.get(analysis.device, analysis.device)} in {analysis.elapsed_s:.2f} s; "
-        f"Grad-CAM explains **{analysis.target_label}**."
+        f"{where} in {analysis.elapsed_s:.2f} s; Grad-CAM explains **{analysis.target_label}**."
     )
