@@ -28,6 +28,12 @@ from xviz.render.network_map import network_map_html
 DEFAULT_BLOCK = "block2"
 # Events that run the model share one worker: one model computation at a time.
 MODEL_EVENTS: dict[str, Any] = {"concurrency_id": "model", "concurrency_limit": 1}
+# Long jobs (a page of feature visualizations, an attribution method of many passes, a
+# faithfulness check, the cost measurement): their own slot, so that they never hold the model's
+# events up. They run on the model's thread at a low priority (``Runner.background``) and let
+# every more urgent call waiting pass between their steps; one at a time, the rest see their
+# place in the line.
+LONG_EVENTS: dict[str, Any] = {"concurrency_id": "long", "concurrency_limit": 1}
 # Events that only render a cached analysis: answered at once, outside the queue.
 # Not API endpoints (``api_name=False``): the HTTP API is the five documented ones.
 VIEW_EVENTS: dict[str, Any] = {"queue": False, "show_progress": "hidden", "api_name": False}
