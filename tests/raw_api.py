@@ -112,6 +112,34 @@ def join(
     raise AssertionError(f"no result for event {fn_index}")
 
 
+def instant(
+    url: str,
+    fn_index: int,
+    data: list[Any],
+    session_hash: str,
+    trigger_id: int | None = None,
+    client: httpx.Client | None = None,
+) -> Outcome:
+    """Run event ``fn_index`` that is outside the queue (``queue=False``), as the browser
+    posts it (``/gradio_api/run/predict``), for the session ``session_hash``."""
+    body = {
+        "data": data,
+        "event_data": None,
+        "fn_index": fn_index,
+        "trigger_id": trigger_id,
+        "session_hash": session_hash,
+    }
+    post = client.post if client is not None else httpx.post
+    response = post(f"{url.rstrip('/')}/gradio_api/run/predict", json=body, timeout=30)
+    try:
+        payload = response.json()
+    except ValueError:
+        return Outcome(False, error=response.text)
+    if response.status_code >= 400 or payload.get("error"):
+        return Outcome(False, error=payload.get("error") or response.text)
+    return Outcome(True, data=payload.get("data"))
+
+
 def new_session() -> str:
     return uuid.uuid4().hex[:11]
 

@@ -348,3 +348,26 @@ def test_cancel_flags_stay_bounded_whatever_sessions_a_client_names(explorer):
     assert explorer.new_run(long).is_set()
     explorer.forget(long)
     assert explorer._cancel.get(long[: ex.SESSION_KEY]) is None
+
+
+def test_a_visitors_second_long_job_is_refused_until_the_first_ends(explorer):
+    explorer.arm("a", long=True)
+    with pytest.raises(AnalysisError, match="still running or waiting"):
+        explorer.arm("a", long=True)
+    explorer.arm("b", long=True)  # control: another visitor's is accepted
+    explorer.arm("a")  # control: a short run of the same visitor is accepted
+    with explorer.long_run("a") as cancelled:
+        assert not cancelled.is_set()
+        with pytest.raises(AnalysisError, match="still running"):
+            explorer.arm("a", long=True)
+    explorer.arm("a", long=True)  # it ended: the next is accepted
+    explorer.cancel("a")  # Cancel lets the visitor ask for another at once
+    explorer.arm("a", long=True)
+    with pytest.raises(ValueError), explorer.long_run("a"):
+        raise ValueError("a job that fails")
+    explorer.arm("a", long=True)  # a failed job frees the visitor too
+    explorer.forget("a")
+    assert explorer._long.get("a") is None
+    for i in range(ex.MAX_SESSIONS + 100):  # bounded like the cancel flags
+        explorer.arm(f"fresh-{i}", long=True)
+    assert len(explorer._long) == ex.MAX_SESSIONS

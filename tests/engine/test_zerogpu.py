@@ -19,7 +19,7 @@ import pytest
 from xviz.app.explorer import Explorer
 from xviz.engine import zerogpu
 from xviz.engine.analysis import analyze
-from xviz.engine.runner import Runner
+from xviz.engine.runner import INTERACTIVE, SECONDS, Runner
 from xviz.errors import AnalysisError, Cancelled
 from xviz.methods.attribution import attribute
 from xviz.methods.featurevis import visualize
@@ -164,16 +164,17 @@ def test_the_explorer_sends_every_computation_through_its_runner(model, image):
     calls: list[str] = []
 
     class Counting(Runner):
-        def __call__(self, fn, /, *args, **kwargs):
-            calls.append(fn.__qualname__)
-            return super().__call__(fn, *args, **kwargs)
+        def _run(self, priority, fn, args, kwargs):
+            calls.append((fn.__qualname__, priority))
+            return super()._run(priority, fn, args, kwargs)
 
     explorer = Explorer(model, cache_mb=64, runner=Counting(model))
     session = explorer.start(image, SIZE)
     explorer.analysis(session)
     explorer.attribution(session, "saliency", "block5")
     explorer.ablation(session, "relu_between", ["block5"])
-    assert calls == ["analyze", "attribute", "ablate"]
+    # An attribution is a job of seconds: it lets the interactive calls pass.
+    assert calls == [("analyze", INTERACTIVE), ("attribute", SECONDS), ("ablate", INTERACTIVE)]
 
 
 def test_a_first_analysis_books_seconds_not_a_minute_and_the_clock_learns():

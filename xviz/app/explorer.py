@@ -11,11 +11,12 @@ never breaks because someone else's upload pushed its analysis out.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ from xviz.engine.analysis import Analysis, class_labels, input_size
 from xviz.engine.cache import AnalysisCache, BoundedCache
 from xviz.engine.devices import out_of_memory_guard
 from xviz.engine.preprocess import load_image, to_display
-from xviz.engine.runner import Progress, Runner
+from xviz.engine.runner import SECONDS, Progress, Runner
 from xviz.errors import AnalysisError, short
 from xviz.methods.ablation import Ablation, AblationResult, ablate
 from xviz.methods.attribution import LAYER_METHODS, METHODS, Attribution, attribute
@@ -41,6 +42,10 @@ MIN_SIZE, MAX_SIZE = 32, 600
 # Sessions whose cancel flags are kept (the oldest go first), and how much of a session id
 # is a key: a client may name any session, fresh or long, in every request.
 MAX_SESSIONS = 4096
+LONG_BUSY = (
+    "Your last long job (a feature visualization, a measurement or a check) is still running "
+    "or waiting: it goes on, and its result will appear. Cancel it to start another."
+)
 SESSION_KEY = 64
 
 
@@ -97,6 +102,7 @@ class Explorer:
         flags = {"max_entries": MAX_SESSIONS, "max_age_s": max_age_s, "size_of": lambda _: 0}
         self._cancel = BoundedCache(**flags)
         self._armed = BoundedCache(**flags)  # runs asked for, still in the queue
+        self._long = BoundedCache(**flags)  # sessions with a long job asked for or running
         self._cancel_lock = threading.Lock()
 
     # --- analysing -------------------------------------------------------------------------
@@ -160,11 +166,31 @@ class Explorer:
 
     # --- attributions ----------------------------------------------------------------------
 
-    def arm(self, session_id: str) -> None:
+    def arm(self, session_id: str, long: bool = False) -> None:
         """A run was asked for and may wait in the queue: a :meth:`cancel` from now on reaches
-        it, and it ends as soon as it starts."""
+        it, and it ends as soon as it starts.
+
+        A ``long`` job (run inside :meth:`long_run`) is refused with an ``AnalysisError`` while
+        the session has another one asked for or running: one visitor's jobs do not stack.
+        """
+        key = _session_key(session_id)
         with self._cancel_lock:
-            self._armed.put(_session_key(session_id), threading.Event())
+            if long and self._long.get(key) is not None:
+                raise AnalysisError(LONG_BUSY)
+            self._armed.put(key, threading.Event())
+            if long:
+                self._long.put(key, True)
+
+    @contextlib.contextmanager
+    def long_run(self, session_id: str) -> Iterator[threading.Event]:
+        """``with explorer.long_run(session_id) as cancelled:`` the session's long job that
+        starts now (:meth:`new_run`'s flag); once it ends, however it ends, the session may
+        ask for another."""
+        try:
+            yield self.new_run(session_id)
+        finally:
+            with self._cancel_lock:
+                self._long.pop(_session_key(session_id))
 
     def new_run(self, session_id: str) -> threading.Event:
         """The cancel flag of a session's run that starts now (the one :meth:`arm` made for
@@ -181,6 +207,7 @@ class Explorer:
         key = _session_key(session_id)
         with self._cancel_lock:
             events = [self._cancel.get(key), self._armed.get(key)]
+            self._long.pop(key)  # the cancelled job ends at its next step: another may queue
         for event in events:
             if event is not None:
                 event.set()
@@ -191,6 +218,7 @@ class Explorer:
         with self._cancel_lock:
             self._cancel.pop(key)
             self._armed.pop(key)
+            self._long.pop(key)
 
     def attribution(
         self,
@@ -207,9 +235,13 @@ class Explorer:
             raise AnalysisError(f"Unknown method {short(method, 40)}: use one of {METHODS}.")
         alpha = real_number(alpha, "The heatmap opacity", 0.0, 1.0)
         analysis = self.analysis(session)
-        cancelled = self.new_run(session_id)
-        with out_of_memory_guard(views.METHOD_TITLES[method]):
-            result: Attribution = self.runner(
+        # A job of seconds: between the batches of a method that hooks nothing, the calls of
+        # other visitors that are more urgent run (Runner.background).
+        with (
+            self.long_run(session_id) as cancelled,
+            out_of_memory_guard(views.METHOD_TITLES[method]),
+        ):
+            result: Attribution = self.runner.background(
                 attribute,
                 analysis.image,
                 target=analysis.target,
@@ -218,6 +250,7 @@ class Explorer:
                 block=block if method in LAYER_METHODS else None,
                 progress=progress,
                 cancel=cancelled.is_set,
+                priority=SECONDS,
             )
         return views.attribution_view(analysis, result, alpha, dark)
 

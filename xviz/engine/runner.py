@@ -144,7 +144,15 @@ class Runner:
         """``fn(model, *args, pause=pause, **kwargs)`` at ``priority`` (:data:`SECONDS` or
         :data:`MINUTES`): ``fn`` calls ``pause()`` between its steps, where it has left the
         model as it found it, and more urgent calls run there (see :meth:`ModelThread.pause`)."""
-        return self._run(priority, fn, args, {**kwargs, "pause": self.thread.pause})
+        return self._run(priority, fn, args, {**kwargs, "pause": self._pause})
+
+    def _pause(self) -> int:
+        """:meth:`ModelThread.pause`, with the autograd state a call finds on a fresh thread
+        (a job may pause inside Captum's ``no_grad`` or its own ``enable_grad``)."""
+        import torch
+
+        with torch.inference_mode(False), torch.enable_grad():
+            return self.thread.pause()
 
     def _run(self, priority: int, fn: Callable[..., T], args: tuple, kwargs: dict) -> T:
         # The caller's context (Gradio's request, its progress tracker) goes along.

@@ -40,7 +40,7 @@ from xviz.engine.analysis import (
     resolve_target,
 )
 from xviz.engine.hooks import eval_mode, model_lock
-from xviz.engine.runner import CancelCheck, Progress
+from xviz.engine.runner import CancelCheck, Pause, Progress
 from xviz.errors import AnalysisError, Cancelled
 from xviz.model.xception import BLOCKS, Xception
 
@@ -53,6 +53,9 @@ METHODS: tuple[str, ...] = (
     "layer_integrated_gradients",
     "layer_conductance",
 )
+#: Methods that put no hook on the model: between their batches the model is the plain model,
+#: so a long one can let other calls run there (``pause``).
+PAUSABLE: tuple[str, ...] = ("integrated_gradients", "saliency", "smoothgrad", "occlusion")
 LAYER_METHODS: tuple[str, ...] = (
     "guided_gradcam",
     "layer_integrated_gradients",
@@ -101,6 +104,7 @@ class _Counted(nn.Module):
         method: str,
         progress: Progress | None,
         cancel: CancelCheck | None,
+        pause: Pause | None = None,
     ) -> None:
         super().__init__()
         self.model = model
@@ -108,9 +112,12 @@ class _Counted(nn.Module):
         self.method = method
         self.progress = progress
         self.cancel = cancel
+        self.pause = pause
         self.done = 0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.pause is not None:
+            self.pause()
         if self.cancel is not None and self.cancel():
             raise Cancelled(
                 f"{self.method} was cancelled after {self.done} of {self.total} images."
@@ -259,6 +266,7 @@ def attribute(
     progress: Progress | None = None,
     cancel: CancelCheck | None = None,
     size: int | None = None,
+    pause: Pause | None = None,
     **params: Any,
 ) -> Attribution:
     """Attribute the score of class ``target`` to the input pixels (or a block's units).
@@ -272,6 +280,8 @@ def attribute(
         block: ``"block1"``..``"block14"``, for ``guided_gradcam`` and the layer methods.
         progress: called as ``progress(fraction, message)`` after each batch of images.
         cancel: polled before each batch; returning true raises ``Cancelled``.
+        pause: called before each batch of the :data:`PAUSABLE` methods
+            (``Runner.background``: other visitors' calls run there); ignored by the others.
         size: input side when ``image`` is not an Analysis; default a tensor's own side,
             else the weights' size.
         **params: the method's settings, bounded: ``n_steps`` (<= 256) and
@@ -304,7 +314,9 @@ def attribute(
             with torch.no_grad():
                 target = int(model(x)[0].argmax())
         target = resolve_target(target, labels)
-        wrapped = _Counted(model, 1, method, progress, cancel)
+        wrapped = _Counted(
+            model, 1, method, progress, cancel, pause if method in PAUSABLE else None
+        )
         layer = model.blocks[block] if method in LAYER_METHODS else None
         raw = _run(method, wrapped, layer, x, target, settings)
     raw = raw.detach().float().cpu().contiguous()

@@ -418,13 +418,15 @@ def measure_all(
     warmup: int = 2,
     progress: Callable[[int, int, str], None] | None = None,
     cancel: Callable[[], bool] | None = None,
+    pause: Callable[[], object] | None = None,
 ) -> list[LatencyResult]:
     """``measure_latency`` for the 34 separable convs, in network order.
 
     Each distinct shape is measured once and shared (the 24 middle-flow sepconvs and
     block13_sepconv1 have one shape). ``progress(done, total, name)`` is called before each
     distinct shape and once at the end with ``done == total``; ``cancel()`` returning True
-    raises ``Cancelled`` between shapes.
+    raises ``Cancelled`` between shapes, and ``pause()`` (``Runner.background``) is called
+    there too: what it runs falls between two shapes' timings, not inside one.
     """
     layers = [layer for layer in layer_costs(model, input_size) if layer.kind == "sepconv"]
     firsts: dict[tuple[int, int, int, int], LayerCost] = {}
@@ -433,6 +435,8 @@ def measure_all(
         firsts.setdefault(shape, layer)
     measured: dict[tuple[int, int, int, int], LatencyResult] = {}
     for done, (shape, layer) in enumerate(firsts.items()):
+        if pause is not None:
+            pause()
         if cancel is not None and cancel():
             raise Cancelled(f"latency measurement cancelled after {done} of {len(firsts)} shapes")
         if progress is not None:

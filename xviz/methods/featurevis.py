@@ -51,7 +51,7 @@ from xviz.engine.cache import BoundedCache, weights_id
 # _Hooks is the base of Capture and Rewrite; the ReLU override needs the module's input.
 from xviz.engine.hooks import _Hooks, eval_mode, model_lock
 from xviz.engine.preprocess import from_uint8
-from xviz.engine.runner import CancelCheck, Progress
+from xviz.engine.runner import CancelCheck, Pause, Progress
 from xviz.engine.truncated import forward_until
 from xviz.errors import AnalysisError, Cancelled
 from xviz.model.xception import Xception
@@ -228,6 +228,7 @@ def visualize(
     seed: int = 0,
     progress: Progress | None = None,
     cancel: CancelCheck | None = None,
+    pause: Pause | None = None,
 ) -> Visualization:
     """Optimise one image per channel so that the channel's mean activation in ``map_name``
     is as high as possible.
@@ -241,6 +242,8 @@ def visualize(
         seed: the same seed, channel and settings give the same picture (on the CPU).
         progress: called as ``progress(fraction, message)`` after each step.
         cancel: polled before each step; when it returns true, raises ``Cancelled``.
+        pause: called before each step and between its forward and backward pass, when no
+            hook is on the model (``Runner.background``: other visitors' calls run there).
 
     Returns:
         A :class:`Visualization` with images (k, S, S, 3) uint8 and the final objective.
@@ -265,6 +268,8 @@ def visualize(
         optimizer = torch.optim.Adam([image.spectrum], lr=LEARNING_RATE)
         with torch.enable_grad():
             for step in range(steps):
+                if pause is not None:
+                    pause()
                 if cancel is not None and cancel():
                     raise Cancelled(
                         f"Feature visualization was cancelled after {step} of {steps} steps."
@@ -274,6 +279,8 @@ def visualize(
                 with redirect:
                     activation = forward_until(model, x, module, keep=live)[map_name]
                 objective = activation[rows, index].mean(dim=(1, 2))  # (k,)
+                if pause is not None:  # the graph is kept; the hooks are gone
+                    pause()
                 # Gradient of the image only: nothing is accumulated on the model's weights.
                 (image.spectrum.grad,) = torch.autograd.grad(-objective.sum(), [image.spectrum])
                 optimizer.step()

@@ -18,7 +18,7 @@ from xviz.app import views
 from xviz.app.server import reported, ui_errors
 from xviz.app.ui.js import STRIP_CLICKS
 from xviz.app.ui.panels import Panel
-from xviz.app.ui.shared import MODEL_EVENTS, VIEW_EVENTS, Shared, arm_event
+from xviz.app.ui.shared import SECONDS_EVENTS, VIEW_EVENTS, Shared, arm_event
 from xviz.errors import Cancelled
 from xviz.methods.gradcam import REFERENCE, SCALES
 from xviz.model.xception import BLOCKS
@@ -235,12 +235,12 @@ def build(shared: Shared) -> Attributions:
             return gr.skip(), gr.skip(), gr.skip()
         return shared.png(view.overlay), view.figure, view.text
 
-    run_btn.click(**arm_event(explorer)).then(
+    run_btn.click(**arm_event(explorer, long=True)).success(
         run,
         [shared.session, method, block, alpha, shared.dark],
         [overlay, heatmap, text],
         api_name="attribute",
-        **MODEL_EVENTS,
+        **SECONDS_EVENTS,
     )
 
     def cancel(request: gr.Request) -> None:

@@ -11,7 +11,8 @@ import time
 import gradio as gr
 
 from xviz.app.server import ui_errors
-from xviz.app.ui.shared import MODEL_EVENTS, VIEW_EVENTS, Shared
+from xviz.app.ui.shared import LONG_EVENTS, VIEW_EVENTS, Shared
+from xviz.engine.runner import MINUTES
 from xviz.methods.cost import MeasureClock, NetworkCost, machine_speed, measure_all, network_cost
 from xviz.render import cost_figures as plots
 
@@ -149,9 +150,10 @@ def build(shared: Shared) -> None:
         size = int(size)
         cached = size in clock.took
         started = time.perf_counter()
-        results = runner(
+        results = runner.background(
             measure_all,
             runner.device,
+            priority=MINUTES,
             input_size=size,
             progress=lambda i, total, name: progress(i / max(total, 1), desc=f"timing {name}"),
         )
@@ -168,7 +170,7 @@ def build(shared: Shared) -> None:
         [shared.size, shared.dark],
         [speed, speed_text, measure_btn],
         api_name=False,
-        **MODEL_EVENTS,
+        **LONG_EVENTS,
     )
 
     def explore(m, n, k, g, dark) -> tuple:

@@ -8,6 +8,7 @@ server; a request names only a map and a channel, both checked.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,14 +18,18 @@ from PIL import Image
 from xviz.app import explorer as ex
 from xviz.app import views
 from xviz.app.server import ui_errors
-from xviz.app.ui.shared import MODEL_EVENTS, Shared, arm_event
+from xviz.app.ui.shared import LONG_EVENTS, Shared, arm_event
+from xviz.engine.runner import MINUTES
 from xviz.errors import Cancelled
 from xviz.methods.atlas import default_atlas
 from xviz.methods.featurevis import VisualizationCache, visualize
 from xviz.render.contact_sheets import contact_sheet, examples_strip, top_examples
 
 SIZE = 150  # the feature visualizations' side: the kitchenware head's, and 4x cheaper than 299
-BATCH = 16  # channels optimised together when a page is visualized
+# Channels optimised together when a page is visualized: a step of 8 at 150 takes about 0.5 s
+# on two CPU cores, and another visitor's call waits for at most half of one (it runs between
+# a step's forward and backward passes, or between two steps).
+BATCH = 8
 HELP = (
     "**What it responds to.** A *feature visualization* is a picture optimised, step by step, "
     "to make this channel's mean activation as large as it can be (Olah et al., Distill "
@@ -69,7 +74,7 @@ def build(
                     make = gr.Button(
                         "Make it", size="sm", variant="primary", elem_id="featvis-make"
                     )
-                    stop = gr.Button("Cancel", size="sm", variant="stop")
+                    stop = gr.Button("Cancel", size="sm", variant="stop", elem_id="featvis-cancel")
             with gr.Column(scale=3, min_width=260):
                 examples = gr.Image(
                     label="Dataset examples: where it fires most",
@@ -89,6 +94,9 @@ def build(
             elem_id="featvis-page-sheet",
         )
     panel = RespondsPanel(picture, examples, examples_text)
+    # Feature visualizations are jobs of minutes: on the model's thread at the lowest
+    # priority, letting every other call waiting pass between their steps.
+    in_background = functools.partial(explorer.runner.background, priority=MINUTES)
 
     def map_of(session, shown_now) -> tuple[str, int]:
         if session is None or shown_now is None:
@@ -115,24 +123,24 @@ def build(
 
     @ui_errors
     def made(session, shown_now, request: gr.Request, progress=gr.Progress()):  # noqa: B008
-        name, channel = map_of(session, shown_now)
-        cancel = explorer.new_run(request.session_hash if request else "")
-        try:
-            vis = visuals.visualize(
-                explorer.model,
-                name,
-                [channel],
-                SIZE,
-                progress=lambda f, msg: progress(f, desc=msg),
-                cancel=cancel.is_set,
-                run=explorer.runner,
-            )
-        except Cancelled:  # what was shown stays, without an error over it
-            return gr.skip()
+        with explorer.long_run(request.session_hash if request else "") as cancel:
+            name, channel = map_of(session, shown_now)
+            try:
+                vis = visuals.visualize(
+                    explorer.model,
+                    name,
+                    [channel],
+                    SIZE,
+                    progress=lambda f, msg: progress(f, desc=msg),
+                    cancel=cancel.is_set,
+                    run=in_background,
+                )
+            except Cancelled:  # what was shown stays, without an error over it
+                return gr.skip()
         return shared.png(contact_sheet(vis, columns=1))
 
-    make.click(**arm_event(explorer)).then(
-        made, [shared.session, shown], picture, api_name=False, **MODEL_EVENTS
+    make.click(**arm_event(explorer, long=True)).success(
+        made, [shared.session, shown], picture, api_name=False, **LONG_EVENTS
     )
 
     @ui_errors
@@ -145,51 +153,60 @@ def build(
         request: gr.Request,
         progress=gr.Progress(),  # noqa: B008
     ):
-        name, _ = map_of(session, shown_now)
-        m = explorer.forward(session).map(name)
-        channels = [int(c) for c in views.grid(m, sort, page).channels]
-        cancel = explorer.new_run(request.session_hash if request else "")
-        chunks = [channels[start : start + BATCH] for start in range(0, len(channels), BATCH)]
-        booked = [explorer.runner.booked_s(visualize, name, c, SIZE) for c in chunks]
-        if None not in booked:  # on ZeroGPU: what it costs the visitor, before it starts
-            gr.Info(
-                f"This page of {len(channels)} feature visualizations books about "
-                f"{sum(booked):.0f} s of GPU time from your daily ZeroGPU quota, in "
-                f"{len(chunks)} runs of {BATCH} channels; Cancel stops it."
-            )
-        parts = []
-        for start in range(0, len(channels), BATCH):
-            chunk = channels[start : start + BATCH]
+        with explorer.long_run(request.session_hash if request else "") as cancel:
+            name, _ = map_of(session, shown_now)
+            m = explorer.forward(session).map(name)
+            channels = [int(c) for c in views.grid(m, sort, page).channels]
+            chunks = [channels[i : i + BATCH] for i in range(0, len(channels), BATCH)]
+            booked = [explorer.runner.booked_s(visualize, name, c, SIZE) for c in chunks]
+            if None not in booked:  # on ZeroGPU: what it costs the visitor, before it starts
+                gr.Info(
+                    f"This page of {len(channels)} feature visualizations books about "
+                    f"{sum(booked):.0f} s of GPU time from your daily ZeroGPU quota, in "
+                    f"{len(chunks)} runs of {BATCH} channels; Cancel stops it."
+                )
+            sheets: list[Image.Image] = []
+            for number, chunk in enumerate(chunks):
+                start = number * BATCH
 
-            def step(
-                fraction: float, message: str, start: int = start, n: int = len(chunk)
-            ) -> None:
-                done = (start + fraction * n) / len(channels)
-                progress(done, desc=f"channels {start + 1}-{start + n}: {message}")
+                def step(
+                    fraction: float, message: str, start: int = start, n: int = len(chunk)
+                ) -> None:
+                    done = (start + fraction * n) / len(channels)
+                    progress(done, desc=f"channels {start + 1}-{start + n}: {message}")
 
-            try:
-                parts.append(
-                    visuals.visualize(
+                try:
+                    part = visuals.visualize(
                         explorer.model,
                         name,
                         chunk,
                         SIZE,
                         progress=step,
                         cancel=cancel.is_set,
-                        run=explorer.runner,
+                        run=in_background,
                     )
+                except Cancelled:  # the rows made so far stay
+                    return
+                # Each row of the sheet is shown as soon as it is made.
+                sheets.append(contact_sheet(part, columns=BATCH, tile=96))
+                made_now = start + len(chunk)
+                yield gr.update(
+                    value=shared.png(_stacked(sheets)),
+                    visible=True,
+                    label=(
+                        f"{name}: this page's {len(channels)} channels by what they detect"
+                        if made_now == len(channels)
+                        else f"{name}: channels 1-{made_now} of this page's {len(channels)} "
+                        "so far..."
+                    ),
                 )
-            except Cancelled:
-                return gr.skip()
-        sheets = [contact_sheet(part, columns=8, tile=96) for part in parts]
-        return gr.update(value=shared.png(_stacked(sheets)), visible=True)
 
-    page_btn.click(**arm_event(explorer)).then(
+    page_btn.click(**arm_event(explorer, long=True, reveal=page_picture)).success(
         page_made,
         [shared.session, shown, shared.layer, sort, page],
         page_picture,
         api_name=False,
-        **MODEL_EVENTS,
+        **LONG_EVENTS,
     )
 
     def cancel(request: gr.Request) -> None:

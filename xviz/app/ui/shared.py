@@ -16,7 +16,7 @@ import gradio as gr
 from xviz.app import explorer as ex
 from xviz.app import views
 from xviz.app.files import FileStore
-from xviz.app.server import SESSION_TTL_S, FilePathImage, weights_details, weights_line
+from xviz.app.server import SESSION_TTL_S, FilePathImage, ui_errors, weights_details, weights_line
 from xviz.app.ui.js import BLOCK_CLICKS
 from xviz.app.ui.panels import Panel, Prefetched
 from xviz.data.gallery import all_examples, example_label
@@ -34,6 +34,8 @@ MODEL_EVENTS: dict[str, Any] = {"concurrency_id": "model", "concurrency_limit": 
 # every more urgent call waiting pass between their steps; one at a time, the rest see their
 # place in the line.
 LONG_EVENTS: dict[str, Any] = {"concurrency_id": "long", "concurrency_limit": 1}
+# Jobs of seconds (an attribution): their own slot too, at a priority between the two.
+SECONDS_EVENTS: dict[str, Any] = {"concurrency_id": "seconds", "concurrency_limit": 1}
 # Events that only render a cached analysis: answered at once, outside the queue.
 # Not API endpoints (``api_name=False``): the HTTP API is the five documented ones.
 VIEW_EVENTS: dict[str, Any] = {"queue": False, "show_progress": "hidden", "api_name": False}
@@ -228,15 +230,25 @@ def quiet_progress(demo: gr.Blocks, shared: Shared) -> None:
             fn.show_progress_on = [shared.quiet]
 
 
-def arm_event(explorer: ex.Explorer) -> dict[str, Any]:
+def arm_event(
+    explorer: ex.Explorer, long: bool = False, reveal: gr.Component | None = None
+) -> dict[str, Any]:
     """The instant first step of a run that Cancel can stop (``button.click(**arm_event(e))
     .then(run, ...)``): from the click on, a Cancel reaches the run even while it waits in the
-    queue behind other visitors' (see :meth:`Explorer.arm`)."""
+    queue behind other visitors' (see :meth:`Explorer.arm`).
 
-    def arm(request: gr.Request) -> None:
-        explorer.arm(request.session_hash if request else "")
+    A ``long`` job's arm refuses, with a message, while the visitor's last one still runs;
+    chain it with ``.success(run, ...)`` so that the refused click runs nothing. ``reveal``:
+    a hidden output to show at once, so that the place in the line and the progress have
+    somewhere to appear.
+    """
 
-    return {"fn": arm, "inputs": None, "outputs": None, **VIEW_EVENTS}
+    @ui_errors
+    def arm(request: gr.Request) -> Any:
+        explorer.arm(request.session_hash if request else "", long=long)
+        return None if reveal is None else gr.update(visible=True)
+
+    return {"fn": arm, "inputs": None, "outputs": reveal, **VIEW_EVENTS}
 
 
 DEVICE_NAMES = {"cpu": "the CPU", "cuda": "the GPU", "mps": "the GPU (MPS)"}
