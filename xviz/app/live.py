@@ -5,8 +5,11 @@ A frame is decoded and drawn in the caller's thread; only the forward pass goes 
 thread, through the runner that stays on this machine (``explorer.runner.cpu``): on ZeroGPU
 every call of ``explorer.runner`` books GPU time from the visitor's quota, which a stream of
 several frames a second would spend in seconds. The forward pass is an ``INTERACTIVE`` call
-like an upload's analysis, so streams and uploads take turns on the model's thread, oldest
-first, and a stream never holds it for more than one frame.
+(``Runner.__call__``), as an upload's analysis: the model's thread serves those oldest first,
+and each stream has one frame at a time there (the next is posted once this one is shown), so
+an upload waits for at most one frame of each stream (``ui/live.py`` ``STREAMS``); a long job
+(``Runner.background``, ``SECONDS`` or ``MINUTES``) lets the frames pass between its steps, so
+a stream keeps going while someone's feature visualizations are computed.
 """
 
 from __future__ import annotations
@@ -31,6 +34,28 @@ PREDICT_EVERY_S = 0.5
 TOP_K = 3
 # The characters of a frame's base64 ``data:`` URL that identify it to the page's meter.
 FRAME_KEY = 24
+#: What the page says when it gets no camera: by the name of the ``DOMException`` that
+#: ``navigator.mediaDevices.getUserMedia`` rejects with (Media Capture and Streams, "getUserMedia"
+#: steps: NotAllowedError when refused, NotFoundError when there is none, NotReadableError
+#: when it cannot be opened), and ``insecure`` where the page has no ``navigator.mediaDevices``
+#: (served neither over https nor from localhost). Any other name gets NotFoundError's.
+CAMERA_PROBLEMS = {
+    "NotAllowedError": (
+        "The camera was refused: allow it for this page in the browser's site settings and "
+        "press the camera again; the other tabs work with uploads meanwhile."
+    ),
+    "NotFoundError": (
+        "No camera could be opened (none is connected, or another app holds it); the other "
+        "tabs work with uploads."
+    ),
+    "NotReadableError": (
+        "The camera could not be opened: another app may hold it; the other tabs work with uploads."
+    ),
+    "insecure": (
+        "This browser gives this page no camera, as it is served neither over https nor from "
+        "localhost; the other tabs work with uploads."
+    ),
+}
 
 
 def frame_key(frame: bytes) -> str:

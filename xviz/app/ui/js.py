@@ -5,7 +5,9 @@ data)`` fires its event, whose handler reads ``data`` from ``gr.EventData``. Lis
 the root, so they keep working when the component's HTML is replaced.
 """
 
-from xviz.app.live import FRAME_KEY
+import json
+
+from xviz.app.live import CAMERA_PROBLEMS, FRAME_KEY
 
 # A channel grid: a tile's button reports its channel (Enter and Space click a button too).
 TILE_CLICKS = """
@@ -182,6 +184,30 @@ const update = () => {
 };
 new MutationObserver(update).observe(element, {childList: true, subtree: true});
 """.replace("KEY", str(FRAME_KEY))
+
+# A camera refused or missing: Gradio's webcam leaves its box empty and says nothing (its
+# getUserMedia promise's rejection goes uncaught), so the view says why in one sentence
+# (``CAMERA_PROBLEMS``); the stream's first frame replaces it once a camera is given.
+CAMERA_PROBLEM = """
+const problems = PROBLEMS;
+const say = (name) => {
+  const text = document.createElement('p');
+  text.className = 'xviz-live-message';
+  text.setAttribute('role', 'alert');
+  text.textContent = problems[name] || problems.NotFoundError;
+  element.querySelector('.xviz-live')?.replaceChildren(text);
+};
+const media = navigator.mediaDevices;
+if (!media || !media.getUserMedia) {
+  say('insecure');
+} else if (!media.xvizAsk) {
+  media.xvizAsk = media.getUserMedia.bind(media);
+  media.getUserMedia = (constraints) => media.xvizAsk(constraints).catch((error) => {
+    say(error && error.name);
+    throw error;
+  });
+}
+""".replace("PROBLEMS", json.dumps(CAMERA_PROBLEMS))
 
 # Freeze stops the camera as it opens the frame in the Activations tab: the stream would go on
 # behind the other tabs otherwise.

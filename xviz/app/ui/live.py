@@ -17,7 +17,7 @@ import gradio as gr
 
 from xviz.app import live
 from xviz.app.server import SESSION_TTL_S, FilePathImage, reported, ui_errors
-from xviz.app.ui.js import LIVE_CLICKS, LIVE_METER, STOP_CAMERA
+from xviz.app.ui.js import CAMERA_PROBLEM, LIVE_CLICKS, LIVE_METER, STOP_CAMERA
 from xviz.app.ui.shared import VIEW_EVENTS, Shared
 from xviz.engine.live import LIVE_LAYERS, PER_PAGE, SIDES
 from xviz.errors import XvizError
@@ -33,10 +33,10 @@ STREAMS = 4  # streams served at once; more wait for one to end
 CAMERA = {"video": {"width": {"ideal": 480}, "height": {"ideal": 360}}}
 
 HELP = (
-    "Press the camera's button to start the stream and again to stop it; move something in "
-    "front of the camera and watch the channels respond. **Freeze** opens the current frame "
-    "in the full analysis, as an upload would. The browser asks before it shares the camera: "
-    "if it is refused or there is none, the camera box stays empty and says so, and every "
+    "Click the camera's box, then **Record**, to start the stream, and **Stop** to stop it; "
+    "move something in front of the camera and watch the channels respond. **Freeze** opens "
+    "the current frame in the full analysis, as an upload would. The browser asks before it "
+    "shares the camera; if it is refused or there is none, the maps' box says so and every "
     "other tab still works with uploads."
 )
 
@@ -93,7 +93,7 @@ def build(shared: Shared) -> None:
         with gr.Column(scale=3, min_width=300):
             view = gr.HTML(
                 message_html("Start the camera: the maps of each frame show here."),
-                js_on_load=LIVE_METER + LIVE_CLICKS,
+                js_on_load=LIVE_METER + LIVE_CLICKS + CAMERA_PROBLEM,
                 elem_id="live-view",
                 padding=False,
             )

@@ -4,6 +4,9 @@ the page gets, the prediction's lower rate, the frame's key, Freeze, and bad req
 import base64
 import io
 import re
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -12,7 +15,7 @@ from PIL import Image
 from xviz.app import live
 from xviz.app.explorer import Explorer
 from xviz.app.files import FileStore
-from xviz.engine.runner import Runner
+from xviz.engine.runner import MINUTES, Runner
 from xviz.errors import AnalysisError, ImageError
 
 SIZE = 96
@@ -68,6 +71,37 @@ def test_a_frame_is_computed_on_the_cpu_runner_and_drawn_as_one_fragment(explore
     assert f'data-frame="{live.frame_key(jpeg(0))}"' in page
     assert "Prediction, top 3" in page and "with the prediction" in page
     assert session.frames == 1 and session.last_frame == jpeg(0)
+
+
+def stepping_job(model, started, done, steps, pause=None):
+    """A long job of ``steps`` small steps that calls ``pause()`` between them; the step at
+    which ``done`` was set, or None if it never was."""
+    started.set()
+    for step in range(steps):
+        pause()
+        if done.is_set():
+            return step
+        time.sleep(0.01)
+    return None
+
+
+def test_a_frame_passes_between_the_steps_of_a_long_job(explorer):
+    """A stream keeps going during someone's long job; the control: a call at the job's own
+    priority waits for the job's end."""
+    cpu = explorer.runner.cpu
+    with ThreadPoolExecutor(1) as pool:
+        started, done = threading.Event(), threading.Event()
+        job = pool.submit(cpu.background, stepping_job, started, done, 500, priority=MINUTES)
+        assert started.wait(60)
+        show(explorer, live.LiveSession(), jpeg(7))  # returns once the frame was computed
+        done.set()
+        assert job.result() is not None  # the frame ran while the job still had steps left
+
+        started, done = threading.Event(), threading.Event()
+        job = pool.submit(cpu.background, stepping_job, started, done, 20, priority=MINUTES)
+        assert started.wait(60)
+        cpu.thread.run(done.set, MINUTES)
+        assert job.result() is None
 
 
 def test_the_prediction_comes_at_a_lower_rate_than_the_frames(explorer, monkeypatch):
