@@ -5,6 +5,10 @@ data)`` fires its event, whose handler reads ``data`` from ``gr.EventData``. Lis
 the root, so they keep working when the component's HTML is replaced.
 """
 
+import json
+
+from xviz.app.live import CAMERA_PROBLEMS, FRAME_KEY
+
 # A channel grid: a tile's button reports its channel (Enter and Space click a button too).
 TILE_CLICKS = """
 element.addEventListener('click', (event) => {
@@ -114,5 +118,104 @@ COPY_LINK = """
   const url = window.location.origin + window.location.pathname + query;
   if (navigator.clipboard) navigator.clipboard.writeText(url).catch(() => {});
   return url;
+}
+"""
+
+# The Live tab's grids: a tile reports its channel and its map (depthwise or pointwise).
+LIVE_CLICKS = """
+element.addEventListener('click', (event) => {
+  const tile = event.target.closest('[data-channel]');
+  if (!tile) return;
+  const side = tile.closest('#live-depthwise') ? 'depthwise' : 'pointwise';
+  trigger('click', {channel: Number(tile.dataset.channel), side});
+});
+"""
+
+# The page's meter of its own frame rate and delay: the webcam captures each frame as a JPEG
+# ``data:`` URL (canvas.toDataURL), whose capture time is kept by the URL's last characters;
+# the server names that frame in ``data-frame`` of its answer; once the answer's pictures are
+# decoded and painted, the meter records when, and how long after its capture, it showed.
+# ``window.xvizLive`` keeps the last 600 frames shown, for bench/live.py.
+LIVE_METER = """
+const proto = HTMLCanvasElement.prototype;
+const captured = window.xvizCaptures = window.xvizCaptures || new Map();
+if (!proto.xvizToDataURL) {
+  proto.xvizToDataURL = proto.toDataURL;
+  proto.toDataURL = function (type, ...rest) {
+    const at = performance.now();
+    const url = this.xvizToDataURL(type, ...rest);
+    if (type === 'image/jpeg') {
+      captured.set(url.slice(-KEY), at);
+      while (captured.size > 200) captured.delete(captured.keys().next().value);
+    }
+    return url;
+  };
+}
+const log = window.xvizLive = window.xvizLive || [];
+let seen = null;
+let text = '';
+const write = () => {
+  const meter = element.querySelector('.xviz-live-meter');
+  if (meter && meter.textContent !== text) meter.textContent = text;
+};
+const median = (xs) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length ? s[Math.floor(s.length / 2)] : null;
+};
+const update = () => {
+  write();
+  const view = element.querySelector('.xviz-live[data-frame]');
+  if (!view || view.dataset.frame === seen) return;
+  const frame = seen = view.dataset.frame;
+  const pictures = [...view.querySelectorAll('img')].map((i) => i.decode().catch(() => {}));
+  Promise.all(pictures).then(() => requestAnimationFrame(() => {
+    const shown = performance.now();
+    const at = captured.get(frame);
+    log.push({frame, shown, delay: at === undefined ? null : (shown - at) / 1000});
+    if (log.length > 600) log.splice(0, log.length - 600);
+    const recent = log.filter((e) => shown - e.shown <= 3000);
+    const span = (shown - recent[0].shown) / 1000;
+    const fps = recent.length > 1 && span > 0 ? (recent.length - 1) / span : 0;
+    const delay = median(recent.map((e) => e.delay).filter((d) => d !== null));
+    text = `On this screen: ${fps.toFixed(1)} frames/s` + (delay === null ? '' :
+      `, ${delay.toFixed(2)} s from a frame's capture to its maps`) + ' (last 3 s).';
+    write();
+  }));
+};
+new MutationObserver(update).observe(element, {childList: true, subtree: true});
+""".replace("KEY", str(FRAME_KEY))
+
+# A camera refused or missing: Gradio's webcam leaves its box empty and says nothing (its
+# getUserMedia promise's rejection goes uncaught), so the view says why in one sentence
+# (``CAMERA_PROBLEMS``); the stream's first frame replaces it once a camera is given.
+CAMERA_PROBLEM = """
+const problems = PROBLEMS;
+const say = (name) => {
+  const text = document.createElement('p');
+  text.className = 'xviz-live-message';
+  text.setAttribute('role', 'alert');
+  text.textContent = problems[name] || problems.NotFoundError;
+  element.querySelector('.xviz-live')?.replaceChildren(text);
+};
+const media = navigator.mediaDevices;
+if (!media || !media.getUserMedia) {
+  say('insecure');
+} else if (!media.xvizAsk) {
+  media.xvizAsk = media.getUserMedia.bind(media);
+  media.getUserMedia = (constraints) => media.xvizAsk(constraints).catch((error) => {
+    say(error && error.name);
+    throw error;
+  });
+}
+""".replace("PROBLEMS", json.dumps(CAMERA_PROBLEMS))
+
+# Freeze stops the camera as it opens the frame in the Activations tab: the stream would go on
+# behind the other tabs otherwise.
+STOP_CAMERA = """
+(...args) => {
+  const stop = [...document.querySelectorAll('#live-camera .button-wrap button')]
+    .find((b) => b.innerText.trim() === 'Stop');
+  if (stop) stop.click();
+  return args;
 }
 """

@@ -33,6 +33,7 @@ from xviz.app.ui import (
     cost,
     export,
     links,
+    live,
     new_analysis,
     shared,
     tour,
@@ -74,6 +75,9 @@ def build_demo(explorer: Explorer | None = None, retention_s: float = RETENTION_
             with gr.Tab("Export", id="export") as tab:
                 export.build(top)
             new_analysis.on_tab_open(top, tab, "export")
+            with gr.Tab("Live", id=live.TAB) as tab:
+                live.build(top)
+            new_analysis.on_tab_open(top, tab, live.TAB)
             with gr.Tab("Guided tour", id=tour.TAB) as tab:
                 tour.build(top, tour_buttons)
             new_analysis.on_tab_open(top, tab, tour.TAB)
