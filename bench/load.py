@@ -204,12 +204,15 @@ def run_clients(
     expected: dict[Path, Top5],
     full: bool = True,
     before_close: Callable[[], None] | None = None,
+    downloads: Path | None = None,
 ) -> tuple[Results, float]:
     """One thread and one Client per list in ``work``, all starting together -> results, wall s.
 
-    ``before_close`` runs once every client is done, before they disconnect."""
+    ``before_close`` runs once every client is done, before they disconnect. ``downloads``:
+    where the clients save the files they get (default gradio_client's, $GRADIO_TEMP_DIR)."""
     results = Results()
-    clients = [Client(url, verbose=False) for _ in work]
+    where = {} if downloads is None else {"download_files": str(downloads)}
+    clients = [Client(url, verbose=False, **where) for _ in work]
     start = threading.Barrier(len(work) + 1)
 
     def user(client: Client, paths: Sequence[Path]) -> None:

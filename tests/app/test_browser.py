@@ -7,11 +7,14 @@ Screenshots go to XVIZ_SCREENSHOTS (default: the test's tmp dir).
 import os
 import re
 import shutil
+import threading
 from pathlib import Path
 
 import pytest
 import torch
 
+from xviz.app import views
+from xviz.engine.analysis import analyze
 from xviz.engine.hooks import Capture, model_lock
 from xviz.engine.preprocess import preprocess
 
@@ -442,4 +445,84 @@ def test_a_channel_shows_what_it_responds_to(browser, served_app, shots):
     page.locator("#featvis img").wait_for(state="detached", timeout=30_000)
     page.locator("#depthwise-grid .xviz-tile").nth(3).click()  # back: the kept picture
     page.locator("#featvis img").wait_for(timeout=30_000)
+    page.close()
+
+
+class _HeldAfterTheMaps:
+    """The served runner, with every new analysis held after its forward pass (its prediction
+    and maps handed out) until ``release`` is set; everything else passes through."""
+
+    def __init__(self, runner) -> None:
+        self._runner = runner
+        self.maps_out = threading.Event()
+        self.release = threading.Event()
+
+    def __getattr__(self, name):
+        return getattr(self._runner, name)
+
+    def __call__(self, fn, /, *args, **kwargs):
+        told = kwargs.get("on_partial")
+        if fn is not analyze or told is None:
+            return self._runner(fn, *args, **kwargs)
+
+        def partial(a):
+            told(a)
+            if a.stage == "maps":
+                self.maps_out.set()
+                assert self.release.wait(120)
+
+        return self._runner(fn, *args, **{**kwargs, "on_partial": partial})
+
+
+def test_the_prediction_comes_before_the_backward_pass_and_nothing_stale_is_shown(
+    browser, served_app, monkeypatch, tmp_path
+):
+    """An upload's prediction and grids are on screen while its backward pass is held; the
+    Attributions tab opened then says its Grad-CAMs are coming, never the last image's strip,
+    and fills in with this image's once the backward pass is done."""
+    from PIL import Image, ImageOps
+
+    from xviz.app.ui.attributions import COMPUTING
+    from xviz.methods.gradcam import SCALES
+
+    url, explorer = served_app
+    page = open_page(browser, url)
+    page.get_by_role("tab", name="Attributions").click()
+    page.wait_for_function(
+        "() => document.querySelectorAll('#gradcam-strip img').length === 14", timeout=60_000
+    )
+    last_alts = page.evaluate(
+        "() => [...document.querySelectorAll('#gradcam-strip img')].map((i) => i.alt)"
+    )
+    page.get_by_role("tab", name="Activations").click()
+    page.wait_for_timeout(1500)  # its grids drawn again (new files) before the upload
+    held = _HeldAfterTheMaps(explorer.runner)
+    monkeypatch.setattr(explorer, "runner", held)
+    grid, before = src(page, "#depthwise-grid"), page.locator("#prediction").inner_text()
+    photo = tmp_path / "flipped-cat.png"  # a picture no other test has analysed
+    ImageOps.flip(Image.open(EXAMPLES / "cat.jpg")).save(photo)
+    try:
+        page.locator("#image-input input[type=file]").set_input_files(str(photo))
+        assert held.maps_out.wait(120)
+        wait_changed(page, "#depthwise-grid", grid)
+        assert not held.release.is_set()
+        assert page.locator("#prediction").inner_text() != before  # the new prediction, early
+        page.get_by_role("tab", name="Attributions").click()  # opened mid-analysis
+        page.get_by_text(COMPUTING).wait_for(timeout=30_000)
+        shown = page.evaluate(
+            "() => [...document.querySelectorAll('#gradcam-strip img')].map((i) => i.alt)"
+        )
+        assert shown == []  # not the last image's strip (control: it had 14)
+        assert len(last_alts) == 14
+    finally:
+        held.release.set()
+    page.wait_for_function(
+        "() => document.querySelectorAll('#gradcam-strip img').length === 14", timeout=60_000
+    )
+    alts = page.evaluate(
+        "() => [...document.querySelectorAll('#gradcam-strip img')].map((i) => i.alt)"
+    )
+    a = explorer.analysis(explorer.start(str(photo), explorer.native_size))
+    assert alts == [c for _, c in views.gradcam_strip(a, 0.5, SCALES[0])]
+    assert page.get_by_text(COMPUTING).count() == 0
     page.close()
