@@ -65,3 +65,19 @@ def served_app():
         yield launch(demo), explorer
     finally:
         demo.close()
+
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+
+
+@pytest.fixture(scope="module")
+def playwright():
+    """Playwright's sync API for the browser tests: skipped without Debian's Chromium, failed
+    where ``XVIZ_REQUIRE_BROWSER=1`` (CI) says it must be there."""
+    if not Path(CHROMIUM).exists():
+        if os.environ.get("XVIZ_REQUIRE_BROWSER") == "1":
+            pytest.fail(f"Chromium not found at {CHROMIUM}; install Debian's chromium")
+        pytest.skip("Chromium is not installed")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as p:
+        yield p

@@ -8,7 +8,6 @@ front of it. Skipped when no Chromium is installed, unless XVIZ_REQUIRE_BROWSER=
 
 import base64
 import io
-import os
 import shutil
 from pathlib import Path
 
@@ -74,17 +73,6 @@ GRIDS = """
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory) -> Path:
     return write_clip(tmp_path_factory.mktemp("camera") / "clip.y4m", list(PHOTOS.values()))
-
-
-@pytest.fixture(scope="module")
-def playwright():
-    if not Path(CHROMIUM).exists():
-        if os.environ.get("XVIZ_REQUIRE_BROWSER") == "1":
-            pytest.fail(f"Chromium not found at {CHROMIUM}; install Debian's chromium")
-        pytest.skip("Chromium is not installed")
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as p:
-        yield p
 
 
 @pytest.fixture
