@@ -607,9 +607,9 @@ def faithfulness(
     size: int | None = None,
     steps: int = DEFAULT_STEPS,
     methods: Sequence[str] = CHECKED,
-    randomised: Sequence[str] = RANDOMISED_METHODS,
+    randomised: Sequence[str] | None = None,
     cuts: Sequence[str] = CUTS,
-    sensitivity: Sequence[str] = SENSITIVITY_METHODS,
+    sensitivity: Sequence[str] | None = None,
     seed: int = 0,
     batch: int = DEFAULT_BATCH,
     pause: Pause | None = None,
@@ -627,7 +627,8 @@ def faithfulness(
         size: the input side when ``image`` is not an Analysis.
         steps: curve steps (2 to 64): ``steps + 1`` points from 0 to 1.
         methods, randomised, sensitivity: which methods get the curves and infidelity, the
-            randomisation check, max-sensitivity (subsets of :data:`CHECKED`).
+            randomisation check, max-sensitivity (subsets of :data:`CHECKED`; by default
+            those of ``methods`` in :data:`RANDOMISED_METHODS`, :data:`SENSITIVITY_METHODS`).
         cuts: randomisation cut points, of :data:`CUTS`.
         seed: of the random ordering, the metrics' noise and the random weights.
         batch: images per batched forward of a curve (1 to 64).
@@ -639,6 +640,10 @@ def faithfulness(
     """
     started = time.perf_counter()
     methods = _checked(methods, CHECKED, "method")
+    if randomised is None:
+        randomised = [m for m in RANDOMISED_METHODS if m in methods]
+    if sensitivity is None:
+        sensitivity = [m for m in SENSITIVITY_METHODS if m in methods]
     randomised = _checked(randomised, methods, "randomised method")
     sensitivity = _checked(sensitivity, methods, "sensitivity method")
     cuts = _checked(cuts, CUTS, "randomisation cut")
