@@ -774,3 +774,41 @@ def faithfulness(
         },
         elapsed_s=time.perf_counter() - started,
     )
+
+
+def _score_values(scores: MethodScores) -> dict[str, float | None]:
+    """One method's scores as flat names: deletion, insertion, infidelity, sensitivity,
+    spearman_<cut>, ssim_<cut>."""
+    out: dict[str, float | None] = {
+        "deletion": scores.deletion.area,
+        "insertion": scores.insertion.area,
+        "infidelity": scores.infidelity,
+        "sensitivity": scores.sensitivity,
+    }
+    for r in scores.randomised:
+        out[f"spearman_{r.cut}"] = r.spearman
+        out[f"ssim_{r.cut}"] = r.ssim
+    return out
+
+
+def summary(results: Sequence[Faithfulness]) -> dict[str, dict[str, dict[str, float | int]]]:
+    """Mean, standard deviation (ddof 1; 0 for one image) and count of every score over
+    images, per method and baseline: ``{name: {score: {"mean", "std", "n"}}}``. NaN and
+    missing scores are left out of their score's count."""
+    values: dict[str, dict[str, list[float]]] = {}
+    for result in results:
+        for name, scores in {**result.methods, **result.baselines}.items():
+            for key, value in _score_values(scores).items():
+                kept = values.setdefault(name, {}).setdefault(key, [])
+                if value is not None and math.isfinite(value):
+                    kept.append(float(value))
+    out: dict[str, dict[str, dict[str, float | int]]] = {}
+    for name, by_score in values.items():
+        out[name] = {}
+        for key, kept in by_score.items():
+            if not kept:
+                continue
+            a = np.asarray(kept)
+            std = float(a.std(ddof=1)) if a.size > 1 else 0.0
+            out[name][key] = {"mean": float(a.mean()), "std": std, "n": int(a.size)}
+    return out
