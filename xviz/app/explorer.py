@@ -234,7 +234,8 @@ class Explorer:
         a minute, run in the background (more urgent calls go first at its pauses)."""
         if block not in BLOCKS:
             raise AnalysisError(f"Unknown block {short(block, 40)}: use 'block1' to 'block14'.")
-        analysis = self.analysis(session)
+        # Only the pixels and the class: no need to wait for the maps of the analysis.
+        analysis = self.forward(session, stage="prediction")
         cancelled = self.new_run(session_id)
         with out_of_memory_guard("the faithfulness check"):
             result: Faithfulness = self.runner.background(

@@ -10,12 +10,10 @@ import gradio as gr
 
 from xviz.app import views
 from xviz.app.server import ui_errors
-from xviz.app.ui.shared import Shared, arm_event
+from xviz.app.ui.shared import LONG_EVENTS, Shared, arm_event
 from xviz.errors import Cancelled
 from xviz.methods.faithfulness import planned_images
 
-# A job of a minute: not in the "model" slot of the quick computations.
-LONG_EVENTS = {"concurrency_id": "long", "concurrency_limit": 1}
 INTRO = (
     "**How much to trust these maps?** For each method: greying the pixels it ranks first "
     "should make the class's probability fall fast (*deletion*, Petsiuk et al. 2018), putting "
