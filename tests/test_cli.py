@@ -123,17 +123,20 @@ def test_faithfulness_writes_every_images_scores_and_their_mean_and_spread(
     for name in ("a.png", "b.png"):
         Image.fromarray(rng.integers(0, 256, (50, 60, 3), dtype=np.uint8)).save(folder / name)
     out = tmp_path / "scores.json"
-    argv = ["faithfulness", str(folder), "--size", "48", "--out", str(out), "--block", "block4"]
-    assert cli.main(argv) == 0
-    assert "faithfulness: 2 images (0 failed)" in capsys.readouterr().out
+    argv = ["faithfulness", str(folder / "b.png"), str(folder), "--size", "48", "--out", str(out)]
+    assert cli.main([*argv, "--block", "block4"]) == 0
+    printed = capsys.readouterr().out
+    assert "faithfulness: 2 images (0 failed)" in printed  # b.png named twice, scored once
     report = json.loads(out.read_text())
     assert report["size"] == 48 and report["block"] == "block4"
-    assert [Path(i["image"]).name for i in report["images"]] == ["a.png", "b.png"]
+    assert [Path(i["image"]).name for i in report["images"]] == ["b.png", "a.png"]
     for name in ("saliency", "gradcam"):
         areas = [i["methods"][name]["deletion"]["area"] for i in report["images"]]
         got = report["summary"][name]["deletion"]
         assert got["mean"] == pytest.approx(np.mean(areas))
         assert got["std"] == pytest.approx(np.std(areas, ddof=1)) and got["n"] == 2
+        row = next(line for line in printed.splitlines() if line.startswith(f"| {name} |"))
+        assert row.split(" | ")[1] == f"{np.mean(areas):.3f} ± {np.std(areas, ddof=1):.3f}"
         rho = [i["methods"][name]["randomised"]["entry"]["spearman"] for i in report["images"]]
         kept = [r for r in rho if r is not None]  # NaN (a constant map) is left out
         if kept:
