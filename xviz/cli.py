@@ -113,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="For each image: deletion and insertion areas, Captum's infidelity and "
         "max-sensitivity, and the cascading randomisation check of every attribution method, "
         "then their mean and spread over the images, as JSON (and, with --out, the mean and "
-        "spread as a markdown table on stdout). About 35 s an image at 150 on two CPU cores.",
+        "spread as a markdown table on stdout). About 20 s an image at 150 on two idle CPU cores.",
     )
     faith.add_argument(
         "images",

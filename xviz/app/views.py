@@ -628,10 +628,13 @@ def _fmt(value: float | None) -> str:
 
 def faithfulness_cost(images: int, size: int, where: str) -> str:
     """What a check costs, said before it starts."""
-    seconds = 34 * (size / 150) ** 2  # measured: 34 s at 150 with the kitchenware weights
+    # Measured at 150, kitchenware weights, two CPU cores: 19 s idle (bench/faithfulness.py),
+    # 17-47 s an image, median 21 s, beside other jobs (bench/faithfulness_gallery.sh).
+    seconds = 20 * (size / 150) ** 2
     return (
         f"Runs about {images:,} images through the model: about {seconds:.0f} s at "
-        f"{size}x{size} on two CPU cores (seconds on a GPU); here on {where}."
+        f"{size}x{size} on two idle CPU cores, more when they are busy (seconds on a GPU); "
+        f"here on {where}."
     )
 
 

@@ -70,7 +70,8 @@ CUTS: tuple[str, ...] = ("exit", "middle", "entry")
 #: Max-sensitivity re-runs the method per noisy sample: only for these (1-2 passes each).
 SENSITIVITY_METHODS: tuple[str, ...] = ("saliency", "guided_gradcam", "gradcam")
 #: The methods whose maps are recomputed at each randomisation cut: all of them (at 150 on
-#: two CPU cores the whole check took 34 s with the kitchenware weights).
+#: two idle CPU cores the whole check takes 19 s with the kitchenware weights:
+#: bench/faithfulness.py).
 RANDOMISED_METHODS: tuple[str, ...] = CHECKED
 DEFAULT_STEPS = 16  # curve steps: 17 points from 0 to 1
 MAX_STEPS = 64
