@@ -70,3 +70,30 @@ def test_the_sentences_say_what_beats_random_and_what_survives_randomisation(res
         "| random order (baseline)",
         "| centre first (baseline)",
     ]
+
+
+def test_a_map_that_survives_one_cut_is_named_with_that_cut(result):
+    """Adebayo et al.'s cascade: a map may survive the top layers' randomisation and not the
+    rest; the sentence names the cut where it changed least, the control the one that did."""
+    cuts = (
+        Randomised("exit", 0.1, 0.2),
+        Randomised("middle", 0.8, 0.9),
+        Randomised("entry", 0.2, 0.3),
+    )
+    survivor = scores("guided_gradcam", (0.9, 0.2, 0.1), (0.1, 0.8, 0.9), cuts)
+    blank = scores(
+        "gradcam", (0.9, 0.2, 0.1), (0.1, 0.8, 0.9), (Randomised("entry", np.nan, np.nan),)
+    )
+    methods = {"guided_gradcam": survivor, "gradcam": blank, "saliency": result.methods["saliency"]}
+    changed = Faithfulness(3, "cup", 20, "block14", methods, result.baselines, {}, {})
+    said = {m: views.faithfulness_sentence(changed, m) for m in methods}
+    assert (
+        "With the exit and the middle flow random its map still correlates 0.80"
+        in said["guided_gradcam"]
+    )
+    assert "trust it less" in said["guided_gradcam"]
+    assert "Randomised, its map is blank" in said["gradcam"]
+    assert (
+        "at most 0.10" in said["saliency"]
+        and "(with the head and the exit flow random)" in (said["saliency"])
+    )

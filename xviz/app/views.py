@@ -606,8 +606,14 @@ CUT_TITLES: dict[str, str] = {
     "middle": "+ middle flow random",
     "entry": "all random",
 }
-# A Spearman correlation with the original this high after every weight is random: the map
-# shows the image more than the model (Adebayo et al. 2018 read their figures the same way).
+# The same cuts in a sentence: each is cumulative (the cuts above it stay random).
+CUT_PHRASES: dict[str, str] = {
+    "exit": "the head and the exit flow random",
+    "middle": "the exit and the middle flow random",
+    "entry": "every weight random",
+}
+# A Spearman correlation with the original this high at some randomisation cut: the map shows
+# the image more than the model (Adebayo et al. 2018 read their figures the same way).
 SURVIVES = 0.5
 
 
@@ -660,23 +666,21 @@ def faithfulness_sentence(result: Faithfulness, method: str) -> str:
         f"into a blurred copy, it {insertion} random ({scores.insertion.area:.3g} against "
         f"{random.insertion.area:.3g})."
     ]
-    if scores.randomised:
-        last = scores.randomised[-1]
-        if not np.isfinite(last.spearman):
+    finite = [r for r in scores.randomised if np.isfinite(r.spearman)]
+    if scores.randomised and not finite:
+        parts.append("Randomised, its map is blank: it needs the trained weights.")
+    elif finite:
+        most = max(finite, key=lambda r: r.spearman)  # where it changed least
+        if most.spearman >= SURVIVES:
             parts.append(
-                f"With {CUT_TITLES[last.cut].removeprefix('+ ')} its map is blank: it needs the "
-                "trained weights."
-            )
-        elif last.spearman >= SURVIVES:
-            parts.append(
-                f"With {CUT_TITLES[last.cut].removeprefix('+ ')} its map still correlates "
-                f"{last.spearman:.2f} with the original: it shows the image (edges) more than "
-                "what the model learnt, so trust it less."
+                f"With {CUT_PHRASES[most.cut]} its map still correlates {most.spearman:.2f} "
+                "with the original: it shows the image (edges) more than what the model "
+                "learnt, so trust it less."
             )
         else:
             parts.append(
-                f"With {CUT_TITLES[last.cut].removeprefix('+ ')} its map correlates only "
-                f"{last.spearman:.2f} with the original: it depends on what the model learnt."
+                f"Randomised, its map correlates at most {most.spearman:.2f} with the original "
+                f"(with {CUT_PHRASES[most.cut]}): it depends on what the model learnt."
             )
     return " ".join(parts)
 

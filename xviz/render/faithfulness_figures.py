@@ -136,7 +136,7 @@ def randomisation_figure(
                 row=r,
                 col=c,
             )
-    _style(fig, title, dark, height=150 * len(rows) + 90)
+    _style(fig, title, dark, height=190 * len(rows) + 90)
     fig.update_layout(margin={"l": 10, "r": 140, "t": 80, "b": 10})
     fig.update_annotations(font_size=11)
     fig.update_xaxes(visible=False, constrain="domain")
