@@ -322,6 +322,19 @@ def test_an_input_only_map_survives_every_randomisation_and_gradients_do_not(mod
     assert set(maps) == set(fa.CUTS)
 
 
+def test_smoothgrad_is_the_same_for_a_seed_and_leaves_the_global_generator_alone(model, image):
+    x = model_input(model, image, None, SIZE)[0]
+    torch.manual_seed(11)
+    state = torch.random.get_rng_state()
+    first = fa.method_explainer("smoothgrad", BLOCK, seed=5)(model, x, TARGET)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    torch.manual_seed(12)  # another global state: the map does not follow it
+    assert np.array_equal(fa.method_explainer("smoothgrad", BLOCK, seed=5)(model, x, TARGET), first)
+    # Control: another seed is other noise, so the seed is what fixed the map.
+    other = fa.method_explainer("smoothgrad", BLOCK, seed=6)(model, x, TARGET)
+    assert not np.array_equal(other, first)
+
+
 def test_cascading_reinitialises_from_the_head_down(model):
     copied = copy.deepcopy(model)
     generator = torch.Generator().manual_seed(0)

@@ -543,24 +543,32 @@ def method_explainer(
     block: str,
     progress: Progress | None = None,
     cancel: CancelCheck | None = None,
+    seed: int = 0,
 ) -> Explainer:
     """The map of ``method`` (one of :data:`CHECKED`) with the app's defaults, as an
-    :data:`Explainer`."""
+    :data:`Explainer`. SmoothGrad's noise is drawn from ``seed`` each time: the same image
+    gives the same map, and a randomised model is compared under the same noise."""
     if method == "gradcam":
         return lambda model, x, target: gradcam_map(model, x, target, block)
     params = {"perturbations_per_eval": OCCLUSION_BATCH} if method == "occlusion" else {}
 
     def explain(model: nn.Module, x: torch.Tensor, target: int) -> np.ndarray:
-        return attribute(
-            model,
-            x.detach().cpu(),
-            target,
-            method,
-            block=block if method in LAYER_METHODS else None,
-            progress=progress,
-            cancel=cancel,
-            **params,
-        ).map
+        # Captum's NoiseTunnel draws with torch.normal from the global generators (of every
+        # device): seeded here, and put back as they were afterwards.
+        cuda = list(range(torch.cuda.device_count())) if method == "smoothgrad" else []
+        with torch.random.fork_rng(devices=cuda, enabled=method == "smoothgrad"):
+            if method == "smoothgrad":
+                torch.manual_seed(seed)
+            return attribute(
+                model,
+                x.detach().cpu(),
+                target,
+                method,
+                block=block if method in LAYER_METHODS else None,
+                progress=progress,
+                cancel=cancel,
+                **params,
+            ).map
 
     return explain
 
@@ -694,7 +702,7 @@ def faithfulness(
     elapsed: dict[str, float] = {}
     for method in methods:
         began = time.perf_counter()
-        explain = method_explainer(method, block, stage(method, _MAP_IMAGES[method]), cancel)
+        explain = method_explainer(method, block, stage(method, _MAP_IMAGES[method]), cancel, seed)
         maps[method] = explain(model, x, target)
         elapsed[method] = time.perf_counter() - began
         report(_MAP_IMAGES[method], f"{method}: map")
@@ -723,12 +731,12 @@ def faithfulness(
     sensitive: dict[str, float] = {}
     for method in sensitivity:
         images = _MAP_IMAGES[method] * (SENSITIVITY_SAMPLES + 1)
-        explain = method_explainer(method, block, None, cancel)
+        explain = method_explainer(method, block, None, cancel, seed)
         sensitive[method] = sensitivity_of(explain, model, x, target, SENSITIVITY_SAMPLES, seed)
         report(images, f"{method}: max-sensitivity")
         if pause is not None:
             pause()
-    explainers = {m: method_explainer(m, block, None, cancel) for m in randomised}
+    explainers = {m: method_explainer(m, block, None, cancel, seed) for m in randomised}
     random_scores, random_maps = cascade(
         model,
         x,
