@@ -8,8 +8,10 @@ Chromium with playwright:
 writes ``first_screen_1280x800.png`` and ``phone_390x844.png`` (the first screen, no click:
 the app opens on an analysed example), ``channel_trace.png`` (a pointwise channel large, its
 steps and the trace of one value), ``depthwise_trace.png``, ``guide.png``,
-``attributions.png``, ``ablations.png``, ``cost.png`` and ``dark.png``. The README's pictures
-are ``--out assets``' first two and the trace.
+``attributions.png``, ``faithfulness.png`` (the Attributions tab's "How much to trust these
+maps" panel after a check, palette-quantised), ``ablations.png``, ``cost.png`` and
+``dark.png``. The README's pictures are ``--out assets``' first two, the trace and the panel;
+``--only faithfulness`` takes the panel alone.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+from PIL import Image
 from playwright.sync_api import Page, sync_playwright
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -59,10 +62,32 @@ def _opened(browser, url: str, width: int, height: int, query: str = "") -> Page
     return page
 
 
+def _faithfulness(browser, url: str, out: Path) -> None:
+    """The check of the coffee example at 150, its panel alone, as a 256-colour PNG."""
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    page.goto(url + "?example=coffee&size=150&tab=attributions")
+    page.wait_for_function(
+        "() => document.querySelectorAll('#gradcam-strip img').length >= 14", timeout=180_000
+    )
+    page.get_by_text("How much to trust these maps").click()
+    page.locator("#faith-run").click()
+    page.wait_for_selector("#faith-table table", timeout=600_000)
+    page.wait_for_selector("#faith-random .js-plotly-plot", timeout=60_000)
+    page.wait_for_timeout(2000)
+    path = out / "faithfulness.png"
+    page.locator("#faith").screenshot(path=str(path))
+    page.close()
+    # Flat colours and text: a palette loses nothing visible and a lot of bytes.
+    Image.open(path).convert("RGB").quantize(256, method=Image.Quantize.MEDIANCUT).save(
+        path, optimize=True
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("screenshots"))
     parser.add_argument("--weights", default="kitchenware")
+    parser.add_argument("--only", choices=["faithfulness"], help="take only this picture")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
 
@@ -82,6 +107,10 @@ def main() -> None:
         _wait(url)
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=ARGS)
+            _faithfulness(browser, url, out)
+            if args.only == "faithfulness":
+                browser.close()
+                return
             page = _opened(browser, url, 1280, 800)
             page.screenshot(path=str(out / "first_screen_1280x800.png"))
             page.close()
