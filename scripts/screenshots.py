@@ -8,9 +8,11 @@ Chromium with playwright:
 writes ``first_screen_1280x800.png`` and ``phone_390x844.png`` (the first screen, no click:
 the app opens on an analysed example), ``channel_trace.png`` (a pointwise channel large, its
 steps and the trace of one value), ``depthwise_trace.png``, ``guide.png``,
-``attributions.png``, ``ablations.png``, ``cost.png``, ``dark.png`` and ``live.png`` (the
-Live tab streaming a clip of ``examples/coffee.jpg`` as the camera; ``--only live`` makes that one
-alone). The README's pictures are ``--out assets``' first two, the trace and the Live tab.
+``attributions.png``, ``faithfulness.png`` (the Attributions tab's "How much to trust these
+maps" panel after a check, palette-quantised), ``ablations.png``, ``cost.png``, ``dark.png``
+and ``live.png`` (the Live tab streaming a clip of ``examples/coffee.jpg`` as the camera).
+``--only live`` or ``--only faithfulness`` makes that one alone. The README's pictures are
+``--out assets``' first two, the trace, the panel and the Live tab.
 """
 
 from __future__ import annotations
@@ -95,11 +97,32 @@ def _live(p, url: str, out: Path) -> None:
     shot.quantize(256, method=Image.Quantize.FASTOCTREE).save(out / "live.png", optimize=True)
 
 
+def _faithfulness(browser, url: str, out: Path) -> None:
+    """The check of the coffee example at 150, its panel alone, as a 256-colour PNG."""
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    page.goto(url + "?example=coffee&size=150&tab=attributions")
+    page.wait_for_function(
+        "() => document.querySelectorAll('#gradcam-strip img').length >= 14", timeout=180_000
+    )
+    page.get_by_text("How much to trust these maps").click()
+    page.locator("#faith-run").click()
+    page.wait_for_selector("#faith-table table", timeout=600_000)
+    page.wait_for_selector("#faith-random .js-plotly-plot", timeout=60_000)
+    page.wait_for_timeout(2000)
+    path = out / "faithfulness.png"
+    page.locator("#faith").screenshot(path=str(path))
+    page.close()
+    # Flat colours and text: a palette loses nothing visible and a lot of bytes.
+    Image.open(path).convert("RGB").quantize(256, method=Image.Quantize.MEDIANCUT).save(
+        path, optimize=True
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("screenshots"))
     parser.add_argument("--weights", default="kitchenware")
-    parser.add_argument("--only", choices=["all", "live"], default="all")
+    parser.add_argument("--only", choices=["live", "faithfulness"], help="take only this picture")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
 
@@ -118,10 +141,15 @@ def main() -> None:
     try:
         _wait(url)
         with sync_playwright() as p:
-            _live(p, url, out)
+            if args.only != "faithfulness":
+                _live(p, url, out)
             if args.only == "live":
                 return
             browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=ARGS)
+            _faithfulness(browser, url, out)
+            if args.only == "faithfulness":
+                browser.close()
+                return
             page = _opened(browser, url, 1280, 800)
             page.screenshot(path=str(out / "first_screen_1280x800.png"))
             page.close()

@@ -6,7 +6,9 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -110,3 +112,48 @@ def test_python_m_xviz_predicts_kitchenware_images():
         line: lines[i + 1].split()[-1] for i, line in enumerate(lines) if line.endswith(".jpg")
     }
     assert first == {str(fork): "fork", str(cup): "cup"}
+
+
+def test_faithfulness_writes_every_images_scores_and_their_mean_and_spread(
+    offline_random, tmp_path, capsys
+):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for name in ("a.png", "b.png"):
+        Image.fromarray(rng.integers(0, 256, (50, 60, 3), dtype=np.uint8)).save(folder / name)
+    out = tmp_path / "scores.json"
+    argv = ["faithfulness", str(folder / "b.png"), str(folder), "--size", "48", "--out", str(out)]
+    assert cli.main([*argv, "--block", "block4"]) == 0
+    printed = capsys.readouterr().out
+    assert "faithfulness: 2 images (0 failed)" in printed  # b.png named twice, scored once
+    report = json.loads(out.read_text())
+    assert report["size"] == 48 and report["block"] == "block4"
+    assert [Path(i["image"]).name for i in report["images"]] == ["b.png", "a.png"]
+    for name in ("saliency", "gradcam"):
+        areas = [i["methods"][name]["deletion"]["area"] for i in report["images"]]
+        got = report["summary"][name]["deletion"]
+        assert got["mean"] == pytest.approx(np.mean(areas))
+        assert got["std"] == pytest.approx(np.std(areas, ddof=1)) and got["n"] == 2
+        row = next(line for line in printed.splitlines() if line.startswith(f"| {name} |"))
+        assert row.split(" | ")[1] == f"{np.mean(areas):.3f} ± {np.std(areas, ddof=1):.3f}"
+        rho = [i["methods"][name]["randomised"]["entry"]["spearman"] for i in report["images"]]
+        kept = [r for r in rho if r is not None]  # NaN (a constant map) is left out
+        if kept:
+            assert report["summary"][name]["spearman_entry"]["mean"] == pytest.approx(np.mean(kept))
+            assert report["summary"][name]["spearman_entry"]["n"] == len(kept)
+        else:
+            assert "spearman_entry" not in report["summary"][name]
+    assert report["summary"]["random"]["insertion"]["n"] == 2
+
+
+def test_faithfulness_of_an_unreadable_image_is_a_message_and_status_1(
+    offline_random, tmp_path, capsys
+):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    (folder / "broken.png").write_bytes(b"not a png")
+    assert cli.main(["faithfulness", str(folder), "--size", "48"]) == 1
+    captured = capsys.readouterr()
+    assert "broken.png" in captured.err and "Traceback" not in captured.err
+    assert json.loads(captured.out)["images"][0]["error"]

@@ -1,8 +1,9 @@
 """xviz: see inside a pretrained Xception.
 
 Public API: ``load_model``, ``preprocess``, ``analyze``, ``attribute``, ``ablate``,
-``predict``, ``explain_value``, ``visualize`` (feature visualization), ``build_atlas`` /
-``load_atlas`` (dataset atlas), the model and its metadata, errors.
+``predict``, ``explain_value``, ``visualize`` (feature visualization), ``faithfulness``
+(which attribution to trust), ``build_atlas`` / ``load_atlas`` (dataset atlas), the model and
+its metadata, errors.
 """
 
 from xviz.engine.analysis import MAP_NAMES, Analysis, Map, Prediction, SepConvMaps, analyze
@@ -22,6 +23,7 @@ from xviz.errors import (
 from xviz.methods.ablation import Ablation, AblationResult, ablate, ablated
 from xviz.methods.atlas import Atlas, Example, build_atlas, default_atlas, load_atlas
 from xviz.methods.attribution import LAYER_METHODS, METHODS, Attribution, attribute
+from xviz.methods.faithfulness import Faithfulness, faithfulness
 from xviz.methods.featurevis import Visualization, VisualizationCache, visualize
 from xviz.methods.trace import ValueTrace, explain_value
 from xviz.model.weights import (
@@ -53,6 +55,7 @@ __all__ = [
     "Cancelled",
     "Capture",
     "Example",
+    "Faithfulness",
     "ImageError",
     "Map",
     "Prediction",
@@ -71,6 +74,7 @@ __all__ = [
     "build_atlas",
     "default_atlas",
     "explain_value",
+    "faithfulness",
     "load_atlas",
     "load_image",
     "load_model",

@@ -1,6 +1,8 @@
 """Command line: ``python -m xviz predict IMAGE... [--weights W] [--top K] [--json]`` and
 ``python -m xviz atlas IMAGES_DIR --out OUT [--size 150] [--top 9] [--maps GLOB]
-[--engine local|ray] [--ray-address ADDR] [--weights NAME|PATH]`` and ``python -m xviz serve``
+[--engine local|ray] [--ray-address ADDR] [--weights NAME|PATH]`` and ``python -m xviz
+faithfulness IMAGE_OR_DIR... [--size 150] [--out FILE.json] [--block block14]`` (how far each
+attribution can be trusted, per image and as mean and spread) and ``python -m xviz serve``
 (the web app, as ``python app.py`` serves it from a checkout).
 
 One subcommand per task; each is a ``_cmd_*`` function taking the parsed
@@ -14,6 +16,7 @@ import argparse
 import importlib.util
 import json
 import logging
+import os
 import sys
 import time
 from dataclasses import asdict
@@ -23,10 +26,12 @@ import torch
 
 from xviz.engine.devices import resolve_device
 from xviz.engine.preprocess import preprocess
-from xviz.errors import AtlasError, WeightsError, XvizError
+from xviz.errors import AnalysisError, AtlasError, WeightsError, XvizError
 from xviz.methods.atlas import ENGINES, build_atlas, list_images
 from xviz.methods.atlas.ray_engine import INSTALL_HINT
+from xviz.methods.faithfulness import faithfulness, summary
 from xviz.model.weights import WEIGHTS_NAMES, load_model
+from xviz.model.xception import BLOCKS
 
 PROG = "xviz"
 
@@ -101,6 +106,35 @@ def build_parser() -> argparse.ArgumentParser:
     )
     atlas.add_argument("--batch", type=_positive_int, default=16, help="images per batch (16)")
     atlas.set_defaults(run=_cmd_atlas)
+
+    faith = commands.add_parser(
+        "faithfulness",
+        help="score every attribution method on a folder of images (JSON)",
+        description="For each image: deletion and insertion areas, Captum's infidelity and "
+        "max-sensitivity, and the cascading randomisation check of every attribution method, "
+        "then their mean and spread over the images, as JSON (and, with --out, the mean and "
+        "spread as a markdown table on stdout). About 20 s an image at 150 on two idle CPU cores.",
+    )
+    faith.add_argument(
+        "images",
+        nargs="+",
+        metavar="IMAGE_OR_DIR",
+        help="image files and directories of images (recursive)",
+    )
+    faith.add_argument("--size", type=_positive_int, default=150, help="input side (150)")
+    faith.add_argument("--out", default=None, help="JSON file to write (default: stdout)")
+    faith.add_argument(
+        "--block", choices=list(BLOCKS), default="block14", help="Grad-CAM's block (block14)"
+    )
+    faith.add_argument(
+        "--weights",
+        default="auto",
+        help=f"{', '.join(WEIGHTS_NAMES)}, a weights file, or auto (default)",
+    )
+    faith.add_argument(
+        "--device", type=_device, default="auto", help="auto (default), cpu, cuda, cuda:N, mps"
+    )
+    faith.set_defaults(run=_cmd_faithfulness)
 
     serve = commands.add_parser(
         "serve",
@@ -259,3 +293,78 @@ def _cmd_atlas(args: argparse.Namespace) -> int:
         f"{atlas.metadata['weights']}, {args.size}x{args.size} -> {atlas.path}"
     )
     return 0
+
+
+def _cmd_faithfulness(args: argparse.Namespace) -> int:
+    listed = (list_images(p) if os.path.isdir(p) else [p] for p in args.images)
+    sources = list(dict.fromkeys(source for paths in listed for source in paths))
+    if not sources:
+        raise AnalysisError(f"No images found in {', '.join(args.images)}.")
+    model = load_model(args.weights, device=args.device)
+    bar = ProgressBar(len(sources))
+    images, results = [], []
+    try:
+        for i, source in enumerate(sources):
+            try:
+                result = faithfulness(
+                    model,
+                    source,
+                    block=args.block,
+                    size=args.size,
+                    progress=lambda f, msg, i=i: bar((i + f) / len(sources), msg),
+                )
+            except XvizError as e:
+                print(f"{PROG}: error: {source}: {e}", file=sys.stderr)
+                images.append({"image": source, "error": str(e)})
+                continue
+            results.append(result)
+            images.append({"image": source, **result.to_json()})
+    finally:
+        bar.close()
+    report = {
+        "weights": model.source.name if model.source is not None else "random",
+        "size": args.size,
+        "block": args.block,
+        "summary": summary(results),
+        "images": images,
+    }
+    text = json.dumps(report, indent=2, allow_nan=False)
+    if args.out is None:
+        print(text)
+    else:
+        with open(args.out, "w", encoding="utf-8") as f:
+            f.write(text + "\n")
+        print(
+            f"faithfulness: {len(results)} images ({len(images) - len(results)} failed), "
+            f"weights {report['weights']}, {args.size}x{args.size} -> {args.out}\n"
+        )
+        print(summary_table(report["summary"]))
+    return 0 if results and len(results) == len(images) else 1
+
+
+# The summary table's columns: (score, heading); arrows say which way is better.
+_TABLE_COLUMNS = (
+    ("deletion", "deletion ↓"),
+    ("insertion", "insertion ↑"),
+    ("infidelity", "infidelity ↓"),
+    ("sensitivity", "max-sensitivity ↓"),
+    ("spearman_exit", "ρ exit"),
+    ("spearman_middle", "ρ middle"),
+    ("spearman_entry", "ρ entry"),
+    ("ssim_entry", "SSIM entry"),
+)
+
+
+def summary_table(summary: dict[str, dict[str, dict[str, float | int]]]) -> str:
+    """:func:`xviz.methods.faithfulness.summary` as a markdown table: mean ± standard
+    deviation per method and baseline (rows) and score (columns), "–" where none."""
+
+    def cell(score: dict[str, float | int] | None) -> str:
+        return "–" if score is None else f"{score['mean']:.3f} ± {score['std']:.3f}"
+
+    head = ["method", *(title for _, title in _TABLE_COLUMNS)]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, scores in summary.items():
+        cells = [cell(scores.get(key)) for key, _ in _TABLE_COLUMNS]
+        lines.append("| " + " | ".join([name, *cells]) + " |")
+    return "\n".join(lines)

@@ -1,6 +1,7 @@
 """The app's events as plain functions: inputs -> outputs, with a small random model."""
 
 import json
+import threading
 import zipfile
 
 import numpy as np
@@ -11,6 +12,7 @@ from PIL import Image
 from xviz.app import archive, views
 from xviz.app import explorer as ex
 from xviz.engine.hooks import hook_count
+from xviz.engine.runner import MINUTES
 from xviz.errors import AnalysisError, Cancelled, ImageError
 from xviz.model.xception import Xception
 from xviz.render.colormaps import get_lut
@@ -371,3 +373,39 @@ def test_a_visitors_second_long_job_is_refused_until_the_first_ends(explorer):
     for i in range(ex.MAX_SESSIONS + 100):  # bounded like the cancel flags
         explorer.arm(f"fresh-{i}", long=True)
     assert len(explorer._long) == ex.MAX_SESSIONS
+
+
+def test_the_faithfulness_check_lets_an_interactive_call_pass_and_not_another_long_one(
+    explorer, session
+):
+    """Both arrive at the check's first progress report: the interactive call (an upload)
+    runs at one of its pauses, before its last report; the control, another job at the
+    check's own priority, only after every report."""
+    reports, ran, callers = [], {}, []
+
+    def call(name: str) -> None:
+        ran[name] = len(reports)
+
+    def progress(fraction: float, message: str) -> None:  # on the model's thread
+        reports.append(fraction)
+        if len(reports) > 1:
+            return
+        callers.extend(
+            [
+                threading.Thread(target=explorer.runner, args=(lambda m: call("quick"),)),
+                threading.Thread(
+                    target=explorer.runner.background,
+                    args=(lambda m, pause: call("long"),),
+                    kwargs={"priority": MINUTES},
+                ),
+            ]
+        )
+        for caller in callers:
+            caller.start()
+
+    view = explorer.faithfulness(session, "block14", progress=progress, session_id="s-faith")
+    for caller in callers:
+        caller.join(timeout=60)
+    assert 1 <= ran["quick"] < len(reports) - 1
+    assert ran["long"] == len(reports)
+    assert "Saliency" in view.table

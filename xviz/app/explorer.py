@@ -30,11 +30,12 @@ from xviz.engine.analysis import Analysis, class_labels, input_size
 from xviz.engine.cache import AnalysisCache, BoundedCache
 from xviz.engine.devices import out_of_memory_guard
 from xviz.engine.preprocess import load_image, to_display
-from xviz.engine.runner import SECONDS, Progress, Runner
+from xviz.engine.runner import MINUTES, SECONDS, Progress, Runner
 from xviz.errors import AnalysisError, short
 from xviz.methods.ablation import Ablation, AblationResult, ablate
 from xviz.methods.attribution import LAYER_METHODS, METHODS, Attribution, attribute
-from xviz.model.xception import Xception
+from xviz.methods.faithfulness import Faithfulness, faithfulness
+from xviz.model.xception import BLOCKS, Xception
 
 # Input sides the explorer runs: at 32 the exit flow is down to 1x1 (below 7 nothing is
 # left); above 600 one analysis holds about 190 MB of maps.
@@ -253,6 +254,36 @@ class Explorer:
                 priority=SECONDS,
             )
         return views.attribution_view(analysis, result, alpha, dark)
+
+    def faithfulness(
+        self,
+        session: Session,
+        block: str,
+        progress: Progress | None = None,
+        session_id: str = "",
+        dark: bool = False,
+    ) -> views.FaithfulnessView:
+        """How far each attribution can be trusted for the session's image and class: a job of
+        a minute, run in the background (more urgent calls go first at its pauses)."""
+        if block not in BLOCKS:
+            raise AnalysisError(f"Unknown block {short(block, 40)}: use 'block1' to 'block14'.")
+        # Only the pixels and the class: no need to wait for the maps of the analysis.
+        analysis = self.forward(session, stage="prediction")
+        with (
+            self.long_run(session_id) as cancelled,
+            out_of_memory_guard("the faithfulness check"),
+        ):
+            result: Faithfulness = self.runner.background(
+                faithfulness,
+                analysis.image,
+                target=analysis.target,
+                size=analysis.size,
+                block=block,
+                progress=progress,
+                cancel=cancelled.is_set,
+                priority=MINUTES,
+            )
+        return views.faithfulness_view(result, dark)
 
     # --- ablations -------------------------------------------------------------------------
 

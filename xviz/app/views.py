@@ -1,5 +1,6 @@
 """What the app shows of an analysis, as plain values: channel grids, an enlarged channel,
-two images compared, the Grad-CAM strip and figure, an attribution drawn over the image.
+two images compared, the Grad-CAM strip and figure, an attribution drawn over the image, how
+far each attribution can be trusted.
 
 Pure functions of an :class:`~xviz.engine.analysis.Analysis` (and of a method's result): no
 model, no state, no Gradio. :class:`xviz.app.explorer.Explorer` computes; these draw.
@@ -20,8 +21,9 @@ from xviz.engine.analysis import Analysis, Map
 from xviz.errors import AnalysisError, short
 from xviz.methods import gradcam
 from xviz.methods.attribution import LAYER_METHODS, Attribution
+from xviz.methods.faithfulness import CUTS, Faithfulness
 from xviz.model.xception import BLOCKS, FLOWS, SEPCONV_BLOCK
-from xviz.render import attribution_figures, html
+from xviz.render import attribution_figures, faithfulness_figures, html
 from xviz.render import maps as render
 from xviz.render.colormaps import COLORMAPS
 
@@ -589,3 +591,162 @@ def _at_least(img: Image.Image, side: int, resample: int) -> Image.Image:
     if img.width >= side:
         return img
     return img.resize((side, round(img.height * side / img.width)), resample)
+
+
+# --- how far to trust the attributions ----------------------------------------------------------
+
+FAITHFULNESS_TITLES: dict[str, str] = {
+    **{m: t.removesuffix(" (at the block)") for m, t in METHOD_TITLES.items()},
+    "gradcam": "Grad-CAM",
+    "random": "random order (baseline)",
+    "centre": "centre first (baseline)",
+}
+CUT_TITLES: dict[str, str] = {
+    "exit": "exit flow random",
+    "middle": "+ middle flow random",
+    "entry": "all random",
+}
+# The same cuts in a sentence: each is cumulative (the cuts above it stay random).
+CUT_PHRASES: dict[str, str] = {
+    "exit": "the head and the exit flow random",
+    "middle": "the exit and the middle flow random",
+    "entry": "every weight random",
+}
+# A Spearman correlation with the original this high at some randomisation cut: the map shows
+# the image more than the model (Adebayo et al. 2018 read their figures the same way).
+SURVIVES = 0.5
+
+
+@dataclass(frozen=True)
+class FaithfulnessView:
+    """The faithfulness check as the app shows it: the curves, the randomisation row, a table
+    of the scores and a sentence per method (markdown)."""
+
+    curves: go.Figure
+    randomisation: go.Figure
+    table: str
+    text: str
+
+
+def _fmt(value: float | None) -> str:
+    return "–" if value is None or not np.isfinite(value) else f"{value:.3g}"
+
+
+def faithfulness_cost(images: int, size: int, where: str) -> str:
+    """What a check costs, said before it starts."""
+    # Measured at 150, kitchenware weights, two CPU cores: 19 s idle (bench/faithfulness.py),
+    # 17-47 s an image, median 21 s, beside other jobs (bench/faithfulness_gallery.sh).
+    seconds = 20 * (size / 150) ** 2
+    return (
+        f"Runs about {images:,} images through the model: about {seconds:.0f} s at "
+        f"{size}x{size} on two idle CPU cores, more when they are busy (seconds on a GPU); "
+        f"here on {where}."
+    )
+
+
+def faithfulness_sentence(result: Faithfulness, method: str) -> str:
+    """What one method's numbers mean, in plain words."""
+    scores = result.methods[method]
+    random = result.baselines["random"]
+    title = FAITHFULNESS_TITLES[method]
+    deletion = (
+        "drops faster than"
+        if scores.deletion.area < random.deletion.area
+        else "drops no faster than"
+    )
+    insertion = (
+        "rises faster than"
+        if scores.insertion.area > random.insertion.area
+        else "rises no faster than"
+    )
+    parts = [
+        f"**{title}**: greying the pixels it ranks first, the probability of "
+        f"*{result.target_label}* {deletion} in a random order "
+        f"({scores.deletion.area:.3g} against {random.deletion.area:.3g}); putting them back "
+        f"into a blurred copy, it {insertion} random ({scores.insertion.area:.3g} against "
+        f"{random.insertion.area:.3g})."
+    ]
+    finite = [r for r in scores.randomised if np.isfinite(r.spearman)]
+    if scores.randomised and not finite:
+        parts.append("Randomised, its map is blank: it needs the trained weights.")
+    elif finite:
+        most = max(finite, key=lambda r: r.spearman)  # where it changed least
+        if most.spearman >= SURVIVES:
+            parts.append(
+                f"With {CUT_PHRASES[most.cut]} its map still correlates {most.spearman:.2f} "
+                "with the original: it shows the image (edges) more than what the model "
+                "learnt, so trust it less."
+            )
+        else:
+            parts.append(
+                f"Randomised, its map correlates at most {most.spearman:.2f} with the original "
+                f"(with {CUT_PHRASES[most.cut]}): it depends on what the model learnt."
+            )
+    return " ".join(parts)
+
+
+def faithfulness_table(result: Faithfulness) -> str:
+    """Every score as a markdown table, the baselines last."""
+    cuts = [c for c in CUTS if c in result.params.get("cuts", CUTS)]
+    head = (
+        "| method | deletion ↓ | insertion ↑ | infidelity ↓ | max-sensitivity ↓ | "
+        + " | ".join(f"ρ, {CUT_TITLES[c]}" for c in cuts)
+        + " | SSIM, all random |"
+    )
+    lines = [head, "|" + "---|" * (6 + len(cuts))]
+    rows = {**result.methods, **result.baselines}
+    for name, scores in rows.items():
+        correlations = {r.cut: r for r in scores.randomised}
+        spear = [_fmt(correlations[c].spearman) if c in correlations else "–" for c in cuts]
+        ssim = _fmt(correlations["entry"].ssim) if "entry" in correlations else "–"
+        lines.append(
+            f"| {FAITHFULNESS_TITLES.get(name, name)} | {scores.deletion.area:.3g} | "
+            f"{scores.insertion.area:.3g} | {_fmt(scores.infidelity)} | "
+            f"{_fmt(scores.sensitivity)} | " + " | ".join(spear) + f" | {ssim} |"
+        )
+    key = (
+        "\n\n↓ lower is better, ↑ higher is better. Deletion and insertion: areas under the "
+        "curves above. Infidelity (Captum, normalised): how far the map fails to predict the "
+        "score's change under noise. Max-sensitivity (Captum): how much the map moves under "
+        "tiny noise. ρ and SSIM: how alike the map stays, in rank and in structure, once the "
+        "weights are random (high = it does not depend on the model)."
+    )
+    return "\n".join(lines) + key
+
+
+def faithfulness_view(result: Faithfulness, dark: bool = False) -> FaithfulnessView:
+    """The faithfulness check of one image and class, drawn."""
+    rows = {**result.methods, **result.baselines}
+    curves = {
+        name: (s.deletion.fractions, s.deletion.scores, s.insertion.scores)
+        for name, s in rows.items()
+    }
+    block = f" (Grad-CAMs at {result.block})"
+    figure = faithfulness_figures.curves_figure(
+        curves,
+        FAITHFULNESS_TITLES,
+        list(result.baselines),
+        f"Deletion and insertion for {result.target_label}{block}",
+        dark,
+    )
+    grid = []
+    for method, scores in result.methods.items():
+        if not scores.randomised:
+            continue
+        maps = [("original", result.maps[method])]
+        for r in scores.randomised:
+            caption = f"{CUT_TITLES[r.cut]}: ρ {_fmt(r.spearman)}"
+            maps.append((caption, result.randomised_maps[r.cut][method]))
+        grid.append((FAITHFULNESS_TITLES[method], maps))
+    randomisation = faithfulness_figures.randomisation_figure(
+        grid,
+        "Randomised from the head down: does the map change? (ρ: Spearman with the original)",
+        dark,
+    )
+    text = "\n\n".join(faithfulness_sentence(result, m) for m in result.methods)
+    note = (
+        f"\n\nChecked in {result.elapsed_s:.0f} s. No single number decides: the metrics often "
+        "disagree (Hooker et al. 2019), and the centre guess is hard to beat on photos of one "
+        "object."
+    )
+    return FaithfulnessView(figure, randomisation, faithfulness_table(result), text + note)

@@ -90,6 +90,13 @@ def _visualize_units(args: tuple, kwargs: dict) -> float:
     return 0.5 * count * float(steps) * _area(size)
 
 
+def _faithfulness_units(args: tuple, kwargs: dict) -> float:
+    # planned_images counts forward passes; a forward+backward unit is about three of them.
+    from xviz.methods.faithfulness import planned_images
+
+    return planned_images() / 3 * _area(kwargs.get("size", 299))
+
+
 def _units(fn: Callable[..., Any], args: tuple, kwargs: dict) -> float:
     """Work of ``fn(model, *args, **kwargs)`` in forward+backward passes at 299."""
     counted = _UNITS.get(f"{fn.__module__}.{fn.__qualname__}")
@@ -101,6 +108,7 @@ _UNITS: dict[str, Callable[[tuple, dict], float]] = {
     "xviz.methods.attribution.attribute": _attribute_units,
     "xviz.methods.ablation.ablate": lambda args, kwargs: 1.0 * _area(kwargs.get("size", 299)),
     "xviz.methods.featurevis.visualize": _visualize_units,
+    "xviz.methods.faithfulness.faithfulness": _faithfulness_units,
     # 17 distinct sepconv shapes, each timed 12 times as a standard and a separable conv.
     "xviz.methods.cost.measure_all": lambda args, kwargs: (
         40.0 * _area(kwargs.get("input_size", 299))

@@ -16,6 +16,7 @@ import gradio as gr
 from xviz.app import explorer as ex
 from xviz.app import views
 from xviz.app.server import reported, ui_errors
+from xviz.app.ui import faithfulness
 from xviz.app.ui.js import STRIP_CLICKS
 from xviz.app.ui.panels import Panel
 from xviz.app.ui.shared import SECONDS_EVENTS, VIEW_EVENTS, Shared, arm_event
@@ -127,6 +128,7 @@ def build(shared: Shared) -> Attributions:
             "and class it shows and how to read its colours",
         )
         heatmap = gr.Plot(label="Attribution, with values", elem_id="attr-heatmap", min_width=340)
+    faithfulness.build(shared, block)
 
     def tiles(a, alpha, scale, chosen) -> str:
         strip = views.gradcam_strip(a, alpha, scale, side=STRIP_SIDE)
