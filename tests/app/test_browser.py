@@ -444,7 +444,8 @@ def test_a_channel_shows_what_it_responds_to(browser, served_app, shots):
 
 class _HeldAfterTheMaps:
     """The served runner, with every new analysis held after its forward pass (its prediction
-    and maps handed out) until ``release`` is set; everything else passes through."""
+    and the maps of the layer on screen handed out, stage "view") until ``release`` is set;
+    everything else passes through."""
 
     def __init__(self, runner) -> None:
         self._runner = runner
@@ -461,7 +462,7 @@ class _HeldAfterTheMaps:
 
         def partial(a):
             told(a)
-            if a.stage == "maps":
+            if a.stage == "view":
                 self.maps_out.set()
                 assert self.release.wait(120)
 

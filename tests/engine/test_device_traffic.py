@@ -63,10 +63,21 @@ def test_analyze_reads_the_device_a_few_times_not_once_per_map(model, image):
         analysis = analyze(model, image, size=SIZE)
     assert len(analysis.maps) == len(MAP_NAMES)
     assert traffic.numpy_on_device == 0, traffic.where
-    # One copy per stage a page can show early: the logits (the prediction); the maps' float32
-    # statistics with the BN affines, and their codes; the Grad-CAMs. Not one per map (88).
+    # One copy per stage a page can show early: the logits (the prediction); the Grad-CAMs;
+    # the maps' float32 statistics with the BN affines, and their codes. Not one per map (88).
     assert traffic.transfers <= 4, traffic.where
     assert traffic.syncs <= 4, traffic.where
+
+
+def test_the_maps_a_page_shows_first_cost_two_copies_more(model, image):
+    first = ["block5_sepconv1.depthwise", "block5_sepconv1.pointwise"]
+    with DeviceTraffic(model) as traffic:
+        analysis = analyze(model, image, size=SIZE, first=first)
+    assert len(analysis.maps) == len(MAP_NAMES)
+    assert traffic.numpy_on_device == 0, traffic.where
+    # The statistics and codes of the maps shown first come in their own two copies.
+    assert traffic.transfers <= 6, traffic.where
+    assert traffic.syncs <= 6, traffic.where
 
 
 def test_analyze_with_an_explicit_target_and_float16_storage(model, image):

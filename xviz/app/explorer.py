@@ -16,7 +16,7 @@ import functools
 import hashlib
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -130,11 +130,26 @@ class Explorer:
         """The session's analysis from the cache, recomputed if it was evicted."""
         return self._analysis(session, self.cache.analyze)
 
-    def forward(self, session: Session, stage: str = "maps") -> Analysis:
-        """The session's analysis, or, while it still runs, what it has made once that reaches
-        ``stage``: "maps" (every map and the prediction, no Grad-CAM: about half the time of
-        the whole) or "prediction" (no maps: about a third). For what needs no more."""
-        return self._analysis(session, functools.partial(self.cache.early, stage=stage))
+    def early(
+        self,
+        session: Session,
+        stage: str = "prediction",
+        maps: Sequence[str] = (),
+        first: Sequence[str] | None = None,
+    ) -> Analysis:
+        """The session's analysis, or, while it still runs, what it has made once that has
+        reached ``stage`` and holds ``maps`` (see
+        :meth:`xviz.engine.cache.AnalysisCache.early`, and ``first`` there):
+        "prediction" (about a third of the time of the whole), "gradcam" (all but the maps
+        not asked for). For what needs no more."""
+        get = functools.partial(self.cache.early, stage=stage, maps=tuple(maps), first=first)
+        return self._analysis(session, get)
+
+    def layer(self, session: Session, layer: str) -> Analysis:
+        """The session's analysis, early if it still runs, once it holds ``layer``'s two maps
+        (:func:`xviz.app.views.layer_maps`): a run this starts makes them first, before its
+        backward pass. ``layer`` is checked first."""
+        return self.early(session, maps=views.layer_map_names(layer))
 
     def _analysis(self, session: Session, get: Callable[..., Analysis]) -> Analysis:
         if session is None:
@@ -268,7 +283,7 @@ class Explorer:
         if block not in BLOCKS:
             raise AnalysisError(f"Unknown block {short(block, 40)}: use 'block1' to 'block14'.")
         # Only the pixels and the class: no need to wait for the maps of the analysis.
-        analysis = self.forward(session, stage="prediction")
+        analysis = self.early(session, stage="prediction")
         with (
             self.long_run(session_id) as cancelled,
             out_of_memory_guard("the faithfulness check"),

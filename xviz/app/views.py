@@ -17,7 +17,7 @@ import plotly.graph_objects as go
 from PIL import Image
 
 from xviz.checks import real_number, whole_number
-from xviz.engine.analysis import Analysis, Map
+from xviz.engine.analysis import MAP_NAMES, Analysis, Map, map_kind
 from xviz.errors import AnalysisError, short
 from xviz.methods import gradcam
 from xviz.methods.attribution import LAYER_METHODS, Attribution
@@ -118,31 +118,33 @@ def flow_of(block: str) -> str:
     return BLOCKS[block].flow
 
 
+def layer_map_names(layer: str) -> tuple[str, str]:
+    """The names of a layer's left and right map (see :func:`layer_maps`); the layer checked."""
+    if isinstance(layer, str) and layer in SEPCONV_BLOCK:
+        return f"{layer}.depthwise", f"{layer}.pointwise"
+    if isinstance(layer, str) and layer in MAP_NAMES and map_kind(layer) in ("conv", "residual"):
+        return layer, layer.split("_")[0]
+    raise AnalysisError(f"Unknown layer {short(layer, 40)}: pick a separable conv or a conv.")
+
+
 def layer_maps(analysis: Analysis, layer: str) -> tuple[Map, Map, str, str]:
     """Left and right map of a layer: depthwise | pointwise for a separable conv; for a plain
     conv, its output | the block output it feeds."""
-    if not isinstance(layer, str):
-        raise AnalysisError(f"Unknown layer {short(layer, 40)}: pick a separable conv or a conv.")
+    left, right = (analysis.map(name) for name in layer_map_names(layer))
     if layer in SEPCONV_BLOCK:
-        pair = analysis.sepconvs[layer]
-        m = pair.depthwise.num_channels
-        n = pair.pointwise.num_channels
+        m, n = left.num_channels, right.num_channels
         return (
-            pair.depthwise,
-            pair.pointwise,
+            left,
+            right,
             f"Depthwise 3x3: {m} channels, one filter per input channel (before BN)",
             f"Pointwise 1x1: {n} channels, each a mix of all {m} depthwise maps (before BN)",
         )
-    if layer not in analysis.convs:
-        raise AnalysisError(f"Unknown layer {short(layer, 40)}: pick a separable conv or a conv.")
-    block = layer.split("_")[0]
-    conv = analysis.convs[layer]
     kind = "Residual 1x1 stride-2 conv" if layer.endswith("_residual") else "Conv 3x3"
     return (
-        conv,
-        analysis.blocks[block],
-        f"{kind}: {conv.num_channels} channels (before BN)",
-        f"{block} output: {analysis.blocks[block].num_channels} channels",
+        left,
+        right,
+        f"{kind}: {left.num_channels} channels (before BN)",
+        f"{right.name} output: {right.num_channels} channels",
     )
 
 

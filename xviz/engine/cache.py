@@ -19,7 +19,7 @@ import time
 import uuid
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from xviz.engine.analysis import (
+    MAP_NAMES,
     STAGES,
     Analysis,
     Storage,
@@ -35,6 +36,7 @@ from xviz.engine.analysis import (
     prepare_input,
     resolve_size,
 )
+from xviz.errors import AnalysisError, short
 
 _RANDOM_WEIGHTS: weakref.WeakKeyDictionary[nn.Module, str] = weakref.WeakKeyDictionary()
 _RANDOM_GUARD = threading.Lock()
@@ -253,14 +255,24 @@ class BoundedCache:
             return len(self._entries)
 
 
+class _Wanted(NamedTuple):
+    """What a caller of :meth:`AnalysisCache.early` waits for: a stage, and these maps."""
+
+    stage: str
+    maps: tuple[str, ...]
+
+    def met(self, analysis: Analysis) -> bool:
+        return analysis.reached(self.stage) and analysis.has_maps(self.maps)
+
+
 class AnalysisCache(BoundedCache):
     """The analyses of the app (and any :class:`BoundedCache` use): ``analyze(model, image,
     ...)``, cached by image content, weights, target, size and settings. With ``max_age_s``,
     what a user uploaded is not kept longer than needed.
 
-    :meth:`early` answers as soon as a run has got as far as asked (its prediction, or its
-    maps: see :data:`~xviz.engine.analysis.STAGES`), :meth:`analyze` once it is complete: one
-    computation serves all of them, started by whichever asks first.
+    :meth:`early` answers as soon as a run has got as far as asked (its prediction, the maps
+    a page shows, its Grad-CAMs: see :data:`~xviz.engine.analysis.STAGES`), :meth:`analyze`
+    once it is complete: one computation serves all of them, started by whichever asks first.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -299,13 +311,23 @@ class AnalysisCache(BoundedCache):
         top_k: int = 5,
         storage: Storage = "uint8",
         run: Callable[..., Analysis] | None = None,
-        stage: str = "maps",
+        stage: str = "complete",
+        maps: Sequence[str] = (),
+        first: Sequence[str] | None = None,
     ) -> Analysis:
         """The analysis :meth:`analyze` gives, or, while it is still running, what it has made
-        as soon as that reaches ``stage`` ("prediction": no maps yet; "maps": no Grad-CAM yet).
-        Starts the analysis (on another thread) if nobody has."""
+        as soon as that has reached ``stage`` (see :data:`~xviz.engine.analysis.STAGES`:
+        "prediction", "gradcam", ...) and holds the maps named in ``maps``. Starts the
+        analysis (on another thread) if nobody has; then the maps of ``first`` (default
+        ``maps``) are compacted first, before the backward pass (``analyze(first=)``); any
+        other map comes with the whole.
+        """
         if stage not in STAGES:
             raise ValueError(f"Unknown stage {stage!r}: use one of {STAGES}")
+        first = tuple(maps if first is None else first)
+        unknown = [name for name in (*maps, *first) if name not in MAP_NAMES]
+        if unknown:
+            raise AnalysisError(f"Unknown map {short(unknown[0], 60)}: not one of the model's.")
         key, x, settings = self._request(model, image, target, size, top_k, storage)
         with self._lock:
             self._expire()
@@ -313,16 +335,17 @@ class AnalysisCache(BoundedCache):
                 self._hits += 1
                 self._touch(key)
                 return self._entries[key]
+            wanted = _Wanted(stage, tuple(maps))
             partial = self._partial.get(key)
-            if partial is not None and partial.reached(stage):
+            if partial is not None and wanted.met(partial):
                 return partial
             wait: Future = Future()
-            self._waiting.setdefault(key, []).append((stage, wait))
+            self._waiting.setdefault(key, []).append((wanted, wait))
             start = key not in self._pending  # (a run that ends meanwhile answers ``wait``)
         if start:
             # With the caller's context (a request, which ZeroGPU books against).
             context = contextvars.copy_context()
-            self._starter.submit(context.run, self._quietly, key, model, x, settings, run)
+            self._starter.submit(context.run, self._quietly, key, model, x, settings, run, first)
         return wait.result()
 
     def _quietly(self, *args: Any) -> None:
@@ -337,20 +360,21 @@ class AnalysisCache(BoundedCache):
         x: torch.Tensor,
         settings: dict[str, Any],
         run: Callable[..., Analysis] | None,
+        first: tuple[str, ...] = (),
     ) -> Analysis:
         def arrived(partial: Analysis) -> None:
             with self._lock:
                 self._partial[key] = partial
                 waiting = self._waiting.get(key, [])
-                ready = [future for stage, future in waiting if partial.reached(stage)]
+                ready = [future for wanted, future in waiting if wanted.met(partial)]
                 waiting[:] = [(s, f) for s, f in waiting if f not in ready]
             for future in ready:
                 future.set_result(partial)
 
         def compute() -> Analysis:
             if run is None:
-                return analyze(model, x, **settings, on_partial=arrived)
-            return run(analyze, x, **settings, on_partial=arrived)
+                return analyze(model, x, **settings, on_partial=arrived, first=first)
+            return run(analyze, x, **settings, on_partial=arrived, first=first)
 
         # Whether this call computed it or waited for another's, the value is kept by now.
         try:

@@ -140,7 +140,7 @@ def build(shared: Shared) -> Activations:
         cached = cache.get(key)
         if cached is not None:
             return cached
-        a = explorer.forward(session)  # the maps: no need to wait for the Grad-CAMs
+        a = explorer.layer(session, layer)  # its maps: no need to wait for the Grad-CAMs
         v = views.layer_view(a, layer, sort, page, cmap, scale, overlay)
         both = []
         for g, title in ((v.left, v.left_title), (v.right, v.right_title)):

@@ -41,7 +41,7 @@ def build(shared: Shared, activations: Activations, attributions: Attributions) 
     def predict(image, size) -> dict[str, float]:
         """Top-5 classes and probabilities of one image."""
         session = explorer.start(image, size)
-        return views.prediction(explorer.forward(session))
+        return views.prediction(explorer.early(session, stage="prediction"))
 
     predict_btn.click(
         predict, [shared.image, shared.size], top5, api_name="predict", **MODEL_EVENTS
@@ -85,7 +85,8 @@ def build(shared: Shared, activations: Activations, attributions: Attributions) 
     def view(session, layer, sort, page, cmap, scale, overlay, block) -> tuple:
         """One page of both grids of ``layer`` for the session's image (set by /analyze);
         ``block`` is taken for the API's old signature and not used."""
-        v = views.layer_view(explorer.forward(session), layer, sort, page, cmap, scale, overlay)
+        a = explorer.layer(session, layer)
+        v = views.layer_view(a, layer, sort, page, cmap, scale, overlay)
         return (
             shared.png(v.left.image), shared.png(v.right.image), v.left_title, v.right_title,
             v.page,

@@ -140,14 +140,14 @@ def build(shared: Shared) -> Attributions:
 
     def cams(session, alpha, scale, chosen) -> tuple:
         """The strip of a new analysis and its legend."""
-        a = explorer.analysis(session)
+        a = explorer.early(session, stage="gradcam")
         bar, text = views.gradcam_legend(a, scale)
         return tiles(a, alpha, scale, chosen), bar, text
 
     def enlarged(session, alpha, scale, block, dark) -> tuple:
         """The enlarged block of a new analysis; the last attribution (of another image or
         class) is cleared."""
-        a = explorer.analysis(session)
+        a = explorer.early(session, stage="gradcam")
         figure, caption = views.gradcam_figure(a, block, alpha, scale, dark)
         return figure, caption, None, None, NOT_YET
 

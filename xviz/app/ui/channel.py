@@ -85,7 +85,8 @@ class ChannelPanel:
 
     def view(self, session, layer, side, channel, cmap, overlay) -> views.ChannelView:
         explorer = self.shared.explorer
-        return views.channel_view(explorer.forward(session), layer, side, channel, cmap, overlay)
+        analysis = explorer.layer(session, layer)
+        return views.channel_view(analysis, layer, side, channel, cmap, overlay)
 
     def picture(self, view: views.ChannelView, mark: tuple[int, int] | None = None) -> str:
         """The enlarged channel as clickable HTML with its colourbar."""
@@ -138,7 +139,7 @@ class ChannelPanel:
 
     def _steps(self, session, layer, side, channel, partner, dark, position=None) -> dict:
         explorer = self.shared.explorer
-        analysis = explorer.forward(session)
+        analysis = explorer.analysis(session)  # (the input of a separable conv: other maps)
         made = explorer.runner(sepconv_steps, analysis, layer, side, channel, partner)
         figures = steps_figures(made, dark=bool(dark), position=position)
         partner = made.pointwise_channel if made.picked == "depthwise" else made.depthwise_channel
@@ -162,7 +163,7 @@ class ChannelPanel:
         explorer = self.shared.explorer
         half = "depthwise" if side == "left" else "pointwise"
         made = explorer.runner(
-            explain_value, explorer.forward(session), f"{layer}.{half}", channel, y, x
+            explain_value, explorer.analysis(session), f"{layer}.{half}", channel, y, x
         )
         view = self.view(session, layer, side, channel, cmap, overlay)
         return self.values(

@@ -67,7 +67,7 @@ def _streamed(
     """A panel at a time, each on the page as soon as it is drawn; ``last`` comes with the
     last one (alone if there are none). Panels that need the backward pass show their waiting
     face first if it still runs, and are drawn once it is done."""
-    if any(p.backward for p in panels) and not shared.explorer.forward(session).complete:
+    if any(p.backward for p in panels) and not shared.explorer.early(session).reached("gradcam"):
         yield _waiting(panels)
     for panel in panels[:-1]:
         yield render_panels(shared, [panel], session, given)
@@ -87,10 +87,11 @@ def analysis_events(shared: Shared) -> None:
 
     @ui_errors
     def on_image(image, size, session, tab, shown, *values) -> Iterator[dict]:
-        """Analyse a new image (or size), forward pass first: the prediction and the panels
-        drawn from the maps (the open tab's, then the eager ones) as soon as the forward pass
-        is done; the panels that need the backward pass (Grad-CAM) once it is; the other
-        tabs' panels are drawn ahead in the background."""
+        """Analyse a new image (or size), forward pass first: the prediction as soon as the
+        forward pass is done, then the panels drawn from the maps (the open tab's, then the
+        eager ones: the grids of the layer on screen, whose maps the analysis makes first);
+        the panels that need the backward pass (Grad-CAM) once it is done; the other tabs'
+        panels are drawn ahead in the background."""
         # Nothing to do: one unchanged output (yielding nothing would clear every output).
         unchanged = {shared.session: gr.skip()}
         if image is None:
@@ -100,26 +101,29 @@ def analysis_events(shared: Shared) -> None:
         if session is not None and new.same_input(session):
             yield unchanged  # the same picture again (Gradio reports one upload twice)
             return
-        first = explorer.forward(new, stage="prediction")
+        given = dict(zip(eager_inputs, values, strict=True))
+        # The maps of the layer on screen come first, before the backward pass.
+        try:
+            shown_first = views.layer_map_names(given.get(shared.layer))
+        except ex.AnalysisError:
+            shown_first = ()  # (a client's odd layer: its grids say so)
+        first = explorer.early(new, stage="prediction", first=shown_first)
         yield {
             shared.session: new,
             shared.prediction: views.prediction(first),
             shared.target: gr.update(choices=views.target_choices(first), value=first.target_label),
             shared.info: status(first),
         }
-        given = dict(zip(eager_inputs, values, strict=True))
         due = [p for p in lazy if p.tab == tab]  # the open tab's own: what the visitor sees
         after = [p for p in due if p.backward]
         if due and len(after) < len(due):
             yield from _streamed(shared, [p for p in due if not p.backward], new, given)
-        if after and not first.complete:
+        if after and not first.reached("gradcam"):
             yield _waiting(after)  # not the last image's Grad-CAMs meanwhile
         pushed = [p for p in lazy if p.push and p not in due]
         for panel in pushed:  # drawn on another thread while the eager panels are drawn here
             shared.prefetched.start(panel, new, [given[c] for c in panel.inputs])
-        yield render_panels(shared, eager, new, given) | {
-            shared.info: status(explorer.forward(new))
-        }
+        yield render_panels(shared, eager, new, given) | {shared.info: status(explorer.early(new))}
         if after:
             yield from _streamed(shared, after, new, given)
         for panel in lazy:

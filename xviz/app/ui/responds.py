@@ -102,12 +102,12 @@ def build(
         if session is None or shown_now is None:
             raise ex.AnalysisError("Pick a channel first: click a tile of either grid.")
         layer, side, channel, _ = shown_now
-        left, right, _, _ = views.layer_maps(explorer.forward(session), layer)
+        left, right, _, _ = views.layer_maps(explorer.layer(session, layer), layer)
         return (left if side == "left" else right).name, channel
 
     def show(session, layer: str, side: str, channel: int) -> list[Any]:
         """Values of ``outputs`` for a channel just opened."""
-        left, right, _, _ = views.layer_maps(explorer.forward(session), layer)
+        left, right, _, _ = views.layer_maps(explorer.layer(session, layer), layer)
         name = (left if side == "left" else right).name
         made = visuals.cached(explorer.model, name, channel, SIZE)
         picture_value = shared.png(contact_sheet(made, columns=1)) if made else None
@@ -155,7 +155,7 @@ def build(
     ):
         with explorer.long_run(request.session_hash if request else "") as cancel:
             name, _ = map_of(session, shown_now)
-            m = explorer.forward(session).map(name)
+            m = explorer.early(session, maps=[name]).map(name)
             channels = [int(c) for c in views.grid(m, sort, page).channels]
             chunks = [channels[i : i + BATCH] for i in range(0, len(channels), BATCH)]
             booked = [explorer.runner.booked_s(visualize, name, c, SIZE) for c in chunks]

@@ -259,13 +259,14 @@ def status(analysis: Any) -> str:
     an analysis whose backward pass still runs, that its Grad-CAMs are on their way)."""
     where = DEVICE_NAMES.get(analysis.device, analysis.device)
     if not analysis.complete:
-        made, coming = (
-            ("prediction and maps", "the Grad-CAMs")
-            if analysis.reached("maps")
-            else ("prediction", "the maps and the Grad-CAMs")
-        )
+        made, coming = {
+            "prediction": ("prediction", "the maps and the Grad-CAMs"),
+            "view": ("prediction and this layer's maps", "the Grad-CAMs and the other maps"),
+            "gradcam": ("prediction and Grad-CAMs", "the maps of the other layers"),
+        }[analysis.stage]
+        passes = "Forward and backward pass" if analysis.reached("gradcam") else "Forward pass"
         return (
-            f"Forward pass at {analysis.size}x{analysis.size} with `{analysis.weights}` on "
+            f"{passes} at {analysis.size}x{analysis.size} with `{analysis.weights}` on "
             f"{where} in {analysis.elapsed_s:.2f} s: {made}; {coming} of "
             f"**{analysis.target_label}** follow..."
         )
