@@ -132,6 +132,7 @@ def test_a_link_restores_the_view(browser, served_app, shots):
     )
     assert page.locator("#size").get_by_label("150").is_checked()
     page.get_by_role("tab", name="Activations").click()
+    page.locator("#layer input").wait_for()  # the tab renders after the click
     assert page.locator("#layer input").input_value() == "block5_sepconv1"
     page.locator("#channel-stats").get_by_text("block5_sepconv1.pointwise, channel 9").wait_for()
     # The selected tile is outlined in the pointwise grid.

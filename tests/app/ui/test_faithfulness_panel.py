@@ -50,7 +50,11 @@ def test_the_check_shows_curves_and_scores_that_match_an_independent_computation
         "() => document.querySelectorAll('#gradcam-strip img').length >= 14", timeout=LOAD_MS
     )
     page.get_by_text("How much to trust these maps").click()
-    assert "images through the model" in page.locator("#faith").inner_text()  # the cost, first
+    # The cost is said first, once the section has opened (it renders after the click).
+    page.wait_for_function(
+        "() => document.querySelector('#faith').innerText.includes('images through the model')",
+        timeout=30_000,
+    )
     page.locator("#faith-run").click()
     page.wait_for_selector("#faith-table table", timeout=600_000)
     page.wait_for_selector("#faith-random .js-plotly-plot", timeout=30_000)
