@@ -112,6 +112,55 @@ def join(
     raise AssertionError(f"no result for event {fn_index}")
 
 
+def stream(
+    url: str,
+    fn_index: int,
+    frames: list[list[Any]],
+    session_hash: str,
+    trigger_id: int | None = None,
+) -> list[Outcome]:
+    """Run streaming event ``fn_index`` as the browser's camera does, for the session
+    ``session_hash``: join with the first frame's inputs, send each next frame's to
+    ``/gradio_api/stream/<event_id>`` when the previous one's output arrives, then close the
+    stream. One outcome per frame (Gradio's ``routes.py`` and ``queueing.py``: a streaming
+    event answers ``process_streaming`` per input and ``process_completed`` once closed)."""
+    base = url.rstrip("/")
+
+    def body(data: list[Any]) -> dict[str, Any]:
+        return {
+            "data": data,
+            "event_data": None,
+            "fn_index": fn_index,
+            "trigger_id": trigger_id,
+            "session_hash": session_hash,
+        }
+
+    joined = httpx.post(f"{base}/gradio_api/queue/join", json=body(frames[0]), timeout=30)
+    joined.raise_for_status()
+    event_id = joined.json()["event_id"]
+    outcomes: list[Outcome] = []
+    with httpx.stream(
+        "GET", f"{base}/gradio_api/queue/data", params={"session_hash": session_hash},
+        timeout=TIMEOUT,
+    ) as events:  # fmt: skip
+        for _, message in _events(events):
+            if not message or message.get("event_id") != event_id:
+                continue
+            output = message.get("output") or {}
+            if message.get("msg") == "process_streaming":
+                outcomes.append(Outcome(True, data=output.get("data")))
+                if len(outcomes) < len(frames):
+                    nxt = body(frames[len(outcomes)])
+                    httpx.post(f"{base}/gradio_api/stream/{event_id}", json=nxt, timeout=30)
+                else:
+                    httpx.post(f"{base}/gradio_api/stream/{event_id}/close", timeout=30)
+            elif message.get("msg") == "process_completed":
+                if not message.get("success"):
+                    outcomes.append(Outcome(False, error=output.get("error")))
+                return outcomes
+    raise AssertionError(f"no end of stream {fn_index}")
+
+
 def instant(
     url: str,
     fn_index: int,

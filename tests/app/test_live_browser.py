@@ -181,13 +181,18 @@ def test_the_grids_follow_the_camera_and_freeze_analyses_its_frame(
     assert all("at 299x299" in s["status"] for v in seen.values() for s in v)
 
     before = page.evaluate(GRIDS)
-    page.get_by_role("button", name="Freeze: analyse this frame").click()
+    # The frame on screen at the click: the last the page painted.
+    on_screen = page.evaluate(
+        "() => { const k = window.xvizLive.at(-1).frame;"
+        " document.querySelector('#live-freeze').click(); return k; }"
+    )
     page.wait_for_function(
         "() => [...document.querySelectorAll('[role=tab][aria-selected=true]')]"
         ".some((t) => t.innerText.trim() === 'Activations')",
         timeout=LOAD_MS,
     )
-    # The frame analysed is a frame the camera captured, one of the last the view showed.
+    # The frame analysed is a frame the camera captured: the one on screen at the click (or
+    # one painted after it, before the click's handler ran).
     page.wait_for_function(
         "() => { const i = document.querySelector('#image-input img');"
         " return i && i.complete && i.src.includes('live-frame'); }",
@@ -204,8 +209,9 @@ def test_the_grids_follow_the_camera_and_freeze_analyses_its_frame(
     )
     kept = page.evaluate("() => [...window.xvizTestFrames.values()]")
     assert "data:image/jpeg;base64," + frozen in kept
-    recent = page.evaluate("() => window.xvizLive.slice(-5).map((e) => e.frame)")
-    assert any(("data:image/jpeg;base64," + frozen).endswith(key) for key in recent)
+    shown = page.evaluate("() => window.xvizLive.map((e) => e.frame)")
+    since = shown[len(shown) - 1 - shown[::-1].index(on_screen) :]
+    assert any(("data:image/jpeg;base64," + frozen).endswith(key) for key in since), len(since)
     # ... and analysed in full: its prediction and both grids of the Activations tab.
     expected = top_label(explorer.model, base64.b64decode(frozen), 299, tmp_path)
     page.wait_for_function(

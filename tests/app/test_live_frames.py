@@ -166,3 +166,28 @@ def test_freeze_keeps_the_frame_shown_as_an_upload_would(explorer, tmp_path):
     # The analysis of the file sees the pixels the live view saw.
     assert np.array_equal(explorer.start(str(path), SIZE).image, live.frame_image(jpeg(6), SIZE))
     files.close()
+
+
+def page_key(frame: bytes) -> str:
+    """How the page names a frame: the last characters of its ``data:`` URL."""
+    return base64.b64encode(frame).decode("ascii")[-live.FRAME_KEY :]
+
+
+def test_freeze_keeps_the_frame_the_page_names(explorer, tmp_path):
+    files = FileStore(tmp_path, max_age_s=None)
+    session = live.LiveSession()
+    for i in range(3):
+        show(explorer, session, jpeg(i))
+    # The page shows frame 1 while frame 2 is drawn: Freeze keeps frame 1.
+    assert live.freeze(files, session, page_key(jpeg(1))).read_bytes() == jpeg(1)
+    assert live.freeze(files, session, page_key(jpeg(2))).read_bytes() == jpeg(2)
+    # A key the session does not keep, or not a key at all, gives the last frame drawn.
+    for shown in ["", "A" * live.FRAME_KEY, page_key(jpeg(7)), None, 5, ["x"], {"a": 1}, "../x"]:
+        assert live.freeze(files, session, shown).read_bytes() == jpeg(2), shown
+    # A session keeps its last KEPT_FRAMES frames only.
+    for i in range(3, 3 + live.KEPT_FRAMES):
+        show(explorer, session, jpeg(i))
+    assert len(session.kept) == live.KEPT_FRAMES
+    assert live.freeze(files, session, page_key(jpeg(1))).read_bytes() == jpeg(2 + live.KEPT_FRAMES)
+    assert live.freeze(files, session, page_key(jpeg(4))).read_bytes() == jpeg(4)
+    files.close()

@@ -24,7 +24,7 @@ import pytest
 import torch
 from gradio_client import Client, handle_file
 from PIL import Image
-from raw_api import Outcome, call, default_data, dependency, join, new_session
+from raw_api import Outcome, call, default_data, dependency, join, new_session, stream
 
 from xviz.app.server import NO_URLS, NOT_AN_UPLOAD
 from xviz.engine.preprocess import preprocess
@@ -339,3 +339,63 @@ def test_what_a_page_script_reports_is_checked(served_app, photo, elem_id, event
     if not outcome.success:
         assert_says_nothing_of_the_server(outcome.error)
     assert_serving(url, photo, explorer.model)
+
+
+def jpeg_bytes(seed: int) -> bytes:
+    buffer = io.BytesIO()
+    pixels = np.random.default_rng(seed).integers(0, 256, (120, 160, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(buffer, "JPEG")
+    return buffer.getvalue()
+
+
+def page_key(frame: bytes) -> str:
+    """How the page names a frame: the last 24 characters of its ``data:`` URL."""
+    return base64.b64encode(frame).decode("ascii")[-24:]
+
+
+def test_freeze_looks_the_named_frame_up_in_its_own_session_only(served_app) -> None:
+    url, _ = served_app
+    config = httpx.get(f"{url}config").json()
+    components = {c["id"]: c for c in config["components"]}
+    live_tab = next(i for i, c in components.items() if c["props"].get("id") == "live")
+    opened = next(d["id"] for d in config["dependencies"] if [live_tab, "select"] in d["targets"])
+    frames, camera = dependency(config, "live-camera")
+    freeze, button = dependency(config, "live-freeze")
+
+    def streamed(session: str, sent: list[bytes]) -> None:
+        """The session opens the Live tab and its camera sends ``sent``, as the page does."""
+        assert join(url, opened, default_data(config, opened), session, live_tab).success
+        inputs = [
+            [{"url": "data:image/jpeg;base64," + base64.b64encode(frame).decode(),
+              "path": None, "meta": META}, SIZE, "block2_sepconv1", 1, "pointwise", 0, None, None]
+            for frame in sent
+        ]  # fmt: skip
+        outcomes = stream(url, frames, inputs, session, camera)
+        assert [o.success for o in outcomes] == [True] * len(sent), outcomes
+        for frame, outcome in zip(sent, outcomes, strict=True):
+            assert f'data-frame="{page_key(frame)}"' in outcome.data[0]
+
+    def frozen(session: str, key: object) -> bytes:
+        outcome = join(url, freeze, [key, None], session, button)
+        assert outcome.success, outcome.error
+        return httpx.get(outcome.data[0]["url"]).content
+
+    mine, theirs = new_session(), new_session()
+    streamed(mine, [jpeg_bytes(1), jpeg_bytes(2), jpeg_bytes(3)])
+    streamed(theirs, [jpeg_bytes(4)])
+    # The control: the frame the page names is the one frozen, not only the last.
+    assert frozen(mine, page_key(jpeg_bytes(2))) == jpeg_bytes(2)
+    assert frozen(mine, page_key(jpeg_bytes(3))) == jpeg_bytes(3)
+    # Another session's frame, or anything else named, gives this session's last frame.
+    hostile = [page_key(jpeg_bytes(4)), "../../etc/passwd", "/etc/passwd", "A" * 100_000, ""]
+    for key in hostile:
+        assert frozen(mine, key) == jpeg_bytes(3), key[:30]
+    assert frozen(theirs, page_key(jpeg_bytes(2))) == jpeg_bytes(4)
+    # Not text at all: refused with a message; a session without frames gets one sentence.
+    for key in [["x"], {"path": "/etc/passwd"}, 5]:
+        outcome = join(url, freeze, [key, None], mine, button)
+        assert outcome.success or outcome.error, key
+        if outcome.success:
+            assert httpx.get(outcome.data[0]["url"]).content == jpeg_bytes(3)
+    outcome = join(url, freeze, [page_key(jpeg_bytes(2)), None], new_session(), button)
+    assert not outcome.success and "Start the camera" in outcome.error

@@ -1,5 +1,5 @@
 """A camera stream of one browser session, without Gradio: each frame in, the Live tab's HTML
-out (``show_frame``), and the last frame kept for Freeze (``freeze``).
+out (``show_frame``), and the frame on screen kept for Freeze (``freeze``).
 
 A frame is decoded and drawn in the caller's thread; only the forward pass goes to the model's
 thread, through the runner that stays on this machine (``explorer.runner.cpu``): on ZeroGPU
@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import base64
 import time
-from dataclasses import dataclass
+from collections import OrderedDict
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from xviz.app import explorer as ex
@@ -34,6 +35,9 @@ PREDICT_EVERY_S = 0.5
 TOP_K = 3
 # The characters of a frame's base64 ``data:`` URL that identify it to the page's meter.
 FRAME_KEY = 24
+# The frames a session keeps by key for Freeze: the page names the one it shows, which is at
+# most a few frames behind the last the server drew (each stream has one frame in flight).
+KEPT_FRAMES = 8
 #: What the page says when it gets no camera: by the name of the ``DOMException`` that
 #: ``navigator.mediaDevices.getUserMedia`` rejects with (Media Capture and Streams, "getUserMedia"
 #: steps: NotAllowedError when refused, NotFoundError when there is none, NotReadableError
@@ -74,7 +78,19 @@ class LiveSession:
     top: list[Prediction] | None = None
     predicted_at: float | None = None  # time.monotonic() of the frame predicted
     predicted_size: int | None = None
-    last_frame: bytes | None = None  # the encoded frame last shown, for Freeze
+    last_frame: bytes | None = None  # the encoded frame last drawn
+    # The last ``KEPT_FRAMES`` frames drawn, by ``frame_key``, for Freeze to find the one shown.
+    kept: OrderedDict[str, bytes] = field(default_factory=OrderedDict)
+
+    def keep(self, frame: bytes) -> str:
+        """Keeps ``frame`` as the last drawn; its key, as the page names it."""
+        key = frame_key(frame)
+        self.last_frame = frame
+        self.kept[key] = frame
+        self.kept.move_to_end(key)
+        while len(self.kept) > KEPT_FRAMES:
+            self.kept.popitem(last=False)
+        return key
 
 
 def show_frame(
@@ -109,7 +125,7 @@ def show_frame(
     if maps.top is not None:
         session.top, session.predicted_at, session.predicted_size = maps.top, now, size
     session.frames += 1
-    session.last_frame = frame
+    key = session.keep(frame)
     age = None if session.predicted_at is None else now - session.predicted_at
     status = (
         f"Frame {session.frames} at {size}x{size}: the network to {layer} in "
@@ -117,14 +133,19 @@ def show_frame(
         f"{' with the prediction' if maps.top is not None else ''}, "
         f"all in {1000 * (time.perf_counter() - started):.0f} ms."
     )
-    return render.live_html(maps, frame_key(frame), session.top, age, status)
+    return render.live_html(maps, key, session.top, age, status)
 
 
-def freeze(files: FileStore, session: LiveSession | None) -> Path:
-    """The session's last frame as a file, to open as an upload; ``AnalysisError`` if none."""
+def freeze(files: FileStore, session: LiveSession | None, shown: object = None) -> Path:
+    """The frame the page shows as a file, to open as an upload; ``AnalysisError`` if none.
+
+    ``shown`` is the key the page names its frame on screen by (a client's value: only looked
+    up); a key the session no longer keeps, or none, gives the last frame drawn.
+    """
     if session is None or session.last_frame is None:
         raise AnalysisError("Start the camera first: there is no frame to freeze yet.")
-    png = session.last_frame.startswith(b"\x89PNG")
+    frame = (session.kept.get(shown) if isinstance(shown, str) else None) or session.last_frame
+    png = frame.startswith(b"\x89PNG")
     path = files.new_file(f"live-frame.{'png' if png else 'jpg'}")
-    path.write_bytes(session.last_frame)
+    path.write_bytes(frame)
     return path

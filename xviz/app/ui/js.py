@@ -209,13 +209,17 @@ if (!media || !media.getUserMedia) {
 }
 """.replace("PROBLEMS", json.dumps(CAMERA_PROBLEMS))
 
-# Freeze stops the camera as it opens the frame in the Activations tab: the stream would go on
-# behind the other tabs otherwise.
-STOP_CAMERA = """
-(...args) => {
+# Freeze names the frame on screen (the last the meter saw painted, else the one the view
+# holds) and stops the camera as it opens that frame in the Activations tab: the stream would go
+# on behind the other tabs otherwise.
+FREEZE = """
+(shown, ...args) => {
+  const log = window.xvizLive || [];
+  const view = document.querySelector('#live-view .xviz-live[data-frame]');
+  const key = log.length ? log[log.length - 1].frame : (view ? view.dataset.frame : '');
   const stop = [...document.querySelectorAll('#live-camera .button-wrap button')]
     .find((b) => b.innerText.trim() === 'Stop');
   if (stop) stop.click();
-  return args;
+  return [key, ...args];
 }
 """

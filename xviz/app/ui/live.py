@@ -17,7 +17,7 @@ import gradio as gr
 
 from xviz.app import live
 from xviz.app.server import SESSION_TTL_S, FilePathImage, reported, ui_errors
-from xviz.app.ui.js import CAMERA_PROBLEM, LIVE_CLICKS, LIVE_METER, STOP_CAMERA
+from xviz.app.ui.js import CAMERA_PROBLEM, FREEZE, LIVE_CLICKS, LIVE_METER
 from xviz.app.ui.shared import VIEW_EVENTS, Shared
 from xviz.engine.live import LIVE_LAYERS, PER_PAGE, SIDES
 from xviz.errors import XvizError
@@ -98,6 +98,7 @@ def build(shared: Shared) -> None:
                 padding=False,
             )
     state = gr.State(None, time_to_live=SESSION_TTL_S)
+    shown = gr.Textbox("", visible=False, label="the frame on screen")  # FREEZE fills it
 
     @ui_errors
     def on_frame(frame, size, layer, page, side, channel, tab, session) -> tuple[Any, Any]:
@@ -133,8 +134,8 @@ def build(shared: Shared) -> None:
     view.click(clicked, None, [channel, side], **VIEW_EVENTS)
 
     @ui_errors
-    def frozen(session) -> dict:
-        path = live.freeze(shared.files, session)
+    def frozen(key, session) -> dict:
+        path = live.freeze(shared.files, session, key)
         return {
             shared.image: str(path),
             shared.tabs: gr.Tabs(selected="activations"),
@@ -143,9 +144,9 @@ def build(shared: Shared) -> None:
 
     freeze.click(
         frozen,
-        state,
+        [shown, state],
         [shared.image, shared.tabs, shared.tab],
-        js=STOP_CAMERA,
+        js=FREEZE,
         api_name=False,
         show_progress="hidden",
     )
