@@ -76,6 +76,40 @@ def dependency(config: dict, elem_id: str) -> tuple[int, int]:
     raise AssertionError(f"no event triggered by #{elem_id}")
 
 
+def _body(
+    data: list[Any], fn_index: int, session_hash: str, trigger_id: int | None, event_data: Any
+) -> dict[str, Any]:
+    """An event's request body, as the browser's client writes it."""
+    return {
+        "data": data,
+        "event_data": event_data,
+        "fn_index": fn_index,
+        "trigger_id": trigger_id,
+        "session_hash": session_hash,
+    }
+
+
+def _joined(base: str, body: dict[str, Any]):
+    """Joins the queue with ``body``; yields (event_id, each message of that event)."""
+    joined = httpx.post(f"{base}/gradio_api/queue/join", json=body, timeout=30)
+    joined.raise_for_status()
+    event_id = joined.json()["event_id"]
+    with httpx.stream(
+        "GET", f"{base}/gradio_api/queue/data", params={"session_hash": body["session_hash"]},
+        timeout=TIMEOUT,
+    ) as events:  # fmt: skip
+        for _, message in _events(events):
+            if message and message.get("event_id") == event_id:
+                yield event_id, message
+
+
+def _completed(message: dict[str, Any]) -> Outcome:
+    output = message.get("output") or {}
+    if message.get("success"):
+        return Outcome(True, data=output.get("data"))
+    return Outcome(False, error=output.get("error"))
+
+
 def join(
     url: str,
     fn_index: int,
@@ -86,29 +120,10 @@ def join(
 ) -> Outcome:
     """Run event ``fn_index`` as the browser does, for the session ``session_hash``, with the
     ``event_data`` a page script would send (a clicked channel, block, position)."""
-    base = url.rstrip("/")
-    body = {
-        "data": data,
-        "event_data": event_data,
-        "fn_index": fn_index,
-        "trigger_id": trigger_id,
-        "session_hash": session_hash,
-    }
-    joined = httpx.post(f"{base}/gradio_api/queue/join", json=body, timeout=30)
-    joined.raise_for_status()
-    event_id = joined.json()["event_id"]
-    with httpx.stream(
-        "GET", f"{base}/gradio_api/queue/data", params={"session_hash": session_hash},
-        timeout=TIMEOUT,
-    ) as stream:  # fmt: skip
-        for _, message in _events(stream):
-            if not message or message.get("event_id") != event_id:
-                continue
-            if message.get("msg") == "process_completed":
-                output = message.get("output") or {}
-                if message.get("success"):
-                    return Outcome(True, data=output.get("data"))
-                return Outcome(False, error=output.get("error"))
+    body = _body(data, fn_index, session_hash, trigger_id, event_data)
+    for _, message in _joined(url.rstrip("/"), body):
+        if message.get("msg") == "process_completed":
+            return _completed(message)
     raise AssertionError(f"no result for event {fn_index}")
 
 
@@ -125,39 +140,20 @@ def stream(
     stream. One outcome per frame (Gradio's ``routes.py`` and ``queueing.py``: a streaming
     event answers ``process_streaming`` per input and ``process_completed`` once closed)."""
     base = url.rstrip("/")
-
-    def body(data: list[Any]) -> dict[str, Any]:
-        return {
-            "data": data,
-            "event_data": None,
-            "fn_index": fn_index,
-            "trigger_id": trigger_id,
-            "session_hash": session_hash,
-        }
-
-    joined = httpx.post(f"{base}/gradio_api/queue/join", json=body(frames[0]), timeout=30)
-    joined.raise_for_status()
-    event_id = joined.json()["event_id"]
     outcomes: list[Outcome] = []
-    with httpx.stream(
-        "GET", f"{base}/gradio_api/queue/data", params={"session_hash": session_hash},
-        timeout=TIMEOUT,
-    ) as events:  # fmt: skip
-        for _, message in _events(events):
-            if not message or message.get("event_id") != event_id:
-                continue
-            output = message.get("output") or {}
-            if message.get("msg") == "process_streaming":
-                outcomes.append(Outcome(True, data=output.get("data")))
-                if len(outcomes) < len(frames):
-                    nxt = body(frames[len(outcomes)])
-                    httpx.post(f"{base}/gradio_api/stream/{event_id}", json=nxt, timeout=30)
-                else:
-                    httpx.post(f"{base}/gradio_api/stream/{event_id}/close", timeout=30)
-            elif message.get("msg") == "process_completed":
-                if not message.get("success"):
-                    outcomes.append(Outcome(False, error=output.get("error")))
-                return outcomes
+    for event_id, message in _joined(
+        base, _body(frames[0], fn_index, session_hash, trigger_id, None)
+    ):
+        if message.get("msg") == "process_streaming":
+            outcomes.append(Outcome(True, data=(message.get("output") or {}).get("data")))
+            if len(outcomes) < len(frames):
+                body = _body(frames[len(outcomes)], fn_index, session_hash, trigger_id, None)
+                httpx.post(f"{base}/gradio_api/stream/{event_id}", json=body, timeout=30)
+            else:
+                httpx.post(f"{base}/gradio_api/stream/{event_id}/close", timeout=30)
+        elif message.get("msg") == "process_completed":
+            completed = _completed(message)
+            return outcomes if completed.success else [*outcomes, completed]
     raise AssertionError(f"no end of stream {fn_index}")
 
 
@@ -171,13 +167,7 @@ def instant(
 ) -> Outcome:
     """Run event ``fn_index`` that is outside the queue (``queue=False``), as the browser
     posts it (``/gradio_api/run/predict``), for the session ``session_hash``."""
-    body = {
-        "data": data,
-        "event_data": None,
-        "fn_index": fn_index,
-        "trigger_id": trigger_id,
-        "session_hash": session_hash,
-    }
+    body = _body(data, fn_index, session_hash, trigger_id, None)
     post = client.post if client is not None else httpx.post
     response = post(f"{url.rstrip('/')}/gradio_api/run/predict", json=body, timeout=30)
     try:
