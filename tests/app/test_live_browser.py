@@ -61,6 +61,15 @@ SHOWN = """
 }
 """
 
+# The state of the camera's tracks: "live" while the browser holds it, "ended" once released.
+CAMERA = """
+() => {
+  const video = document.querySelector('#live-camera video');
+  const stream = video && video.srcObject;
+  return stream ? stream.getTracks().map((t) => t.readyState) : [];
+}
+"""
+
 # The Activations tab's two grids, where loaded.
 GRIDS = """
 () => ['#depthwise-grid img', '#pointwise-grid img'].map((s) => {
@@ -221,8 +230,9 @@ def test_the_grids_follow_the_camera_and_freeze_analyses_its_frame(
     )
     wait_new_grids(page, before)
     assert page.get_by_text("Error", exact=True).count() == 0
-    # Freeze stopped the stream: no frame is shown any more.
+    # Freeze stopped the stream: no frame is shown any more, and the camera is released.
     assert_no_more_frames(page)
+    assert page.evaluate(CAMERA) == ["ended"]
     page.close()
 
 
@@ -237,8 +247,20 @@ def test_stop_stops_the_stream(chromium, clip, served_app):
     page.wait_for_function(
         "(f) => document.querySelector('.xviz-live').dataset.frame !== f", arg=first
     )
-    page.locator("#live-camera").get_by_role("button", name="capture photo").click()  # Stop
+    record = page.locator("#live-camera").get_by_role("button", name="capture photo")
+    assert page.evaluate(CAMERA) == ["live"]
+    record.click()  # Stop
     assert_no_more_frames(page)
+    # ... and the camera is released (its light goes off), not only the stream ended.
+    assert page.evaluate(CAMERA) == ["ended"]
+    # The control: Record again asks for the camera again, and the view moves on once more.
+    last = page.evaluate(SHOWN)["frame"]
+    record.click()
+    page.wait_for_function(
+        "(f) => document.querySelector('.xviz-live').dataset.frame !== f", arg=last,
+        timeout=LOAD_MS,
+    )  # fmt: skip
+    assert page.evaluate(CAMERA) == ["live"]
     page.close()
 
 

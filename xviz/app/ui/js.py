@@ -209,6 +209,31 @@ if (!media || !media.getUserMedia) {
 }
 """.replace("PROBLEMS", json.dumps(CAMERA_PROBLEMS))
 
+# Stop ends Gradio's stream but leaves the camera on (its webcam stops its tracks only when the
+# component goes), so the camera's light stays lit: Stop (and Freeze, which clicks it) releases
+# the camera, and Record asks for it again, as it was, where it was released.
+CAMERA_RELEASE = """
+if (!window.xvizCameraRelease) {
+  window.xvizCameraRelease = true;
+  let asked = null;  // the constraints the released camera had
+  document.addEventListener('click', async (event) => {
+    const button = event.target.closest && event.target.closest('#live-camera .button-wrap button');
+    const video = document.querySelector('#live-camera video');
+    if (!button || !video) return;
+    const label = button.innerText.trim();
+    const tracks = video.srcObject ? video.srcObject.getTracks() : [];
+    if (label === 'Stop') {
+      asked = tracks.length ? tracks[0].getConstraints() : asked;
+      setTimeout(() => tracks.forEach((t) => t.stop()), 0);  // after Gradio's own handler
+    } else if (label === 'Record' && asked && tracks.every((t) => t.readyState === 'ended')) {
+      const stream = await navigator.mediaDevices.getUserMedia({video: asked});
+      video.srcObject = stream;
+      await video.play().catch(() => {});
+    }
+  }, true);
+}
+"""
+
 # Freeze names the frame on screen (the last the meter saw painted, else the one the view
 # holds) and stops the camera as it opens that frame in the Activations tab: the stream would go
 # on behind the other tabs otherwise.

@@ -17,7 +17,7 @@ import gradio as gr
 
 from xviz.app import live
 from xviz.app.server import SESSION_TTL_S, FilePathImage, reported, ui_errors
-from xviz.app.ui.js import CAMERA_PROBLEM, FREEZE, LIVE_CLICKS, LIVE_METER
+from xviz.app.ui.js import CAMERA_PROBLEM, CAMERA_RELEASE, FREEZE, LIVE_CLICKS, LIVE_METER
 from xviz.app.ui.shared import VIEW_EVENTS, Shared
 from xviz.engine.live import LIVE_LAYERS, PER_PAGE, SIDES
 from xviz.errors import XvizError
@@ -93,7 +93,7 @@ def build(shared: Shared) -> None:
         with gr.Column(scale=3, min_width=300):
             view = gr.HTML(
                 message_html("Start the camera: the maps of each frame show here."),
-                js_on_load=LIVE_METER + LIVE_CLICKS + CAMERA_PROBLEM,
+                js_on_load=LIVE_METER + LIVE_CLICKS + CAMERA_PROBLEM + CAMERA_RELEASE,
                 elem_id="live-view",
                 padding=False,
             )
