@@ -1,4 +1,6 @@
-"""A video file that Chromium plays as its camera (``--use-file-for-fake-video-capture``).
+"""A video file that Chromium plays as its camera (``--use-file-for-fake-video-capture``), and
+the camera frames the Live tests send by hand (``jpeg``), named as the page names them
+(``page_key``).
 
 Y4M (YUV4MPEG2, https://wiki.multimedia.cx/index.php/YUV4MPEG2): a header line
 ``YUV4MPEG2 W<w> H<h> F<num>:<den> Ip A1:1 C420jpeg``, then per frame ``FRAME\\n`` and its
@@ -9,6 +11,8 @@ and loops it.
 
 from __future__ import annotations
 
+import base64
+import io
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -58,3 +62,16 @@ def write_clip(
                 frame[height - cell :, x : x + cell] = on
             out.write(b"FRAME\n" + _i420(frame))
     return path
+
+
+def jpeg(seed: int, size: tuple[int, int] = (160, 120)) -> bytes:
+    """A camera frame as the page sends it: random pixels, ``size`` (width, height), as JPEG."""
+    rng = np.random.default_rng(seed)
+    buffer = io.BytesIO()
+    Image.fromarray(rng.integers(0, 256, (*size[::-1], 3), dtype=np.uint8)).save(buffer, "JPEG")
+    return buffer.getvalue()
+
+
+def page_key(frame: bytes, characters: int = 24) -> str:
+    """How the page names a frame: the last characters of its base64 ``data:`` URL."""
+    return base64.b64encode(frame).decode("ascii")[-characters:]

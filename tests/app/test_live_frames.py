@@ -2,7 +2,6 @@
 the page gets, the prediction's lower rate, the frame's key, Freeze, and bad requests."""
 
 import base64
-import io
 import re
 import threading
 import time
@@ -10,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
-from PIL import Image
+from camera_clip import jpeg, page_key
 
 from xviz.app import live
 from xviz.app.explorer import Explorer
@@ -19,13 +18,6 @@ from xviz.engine.runner import MINUTES, Runner
 from xviz.errors import AnalysisError, ImageError
 
 SIZE = 96
-
-
-def jpeg(seed: int, size: tuple[int, int] = (160, 120)) -> bytes:
-    rng = np.random.default_rng(seed)
-    buffer = io.BytesIO()
-    Image.fromarray(rng.integers(0, 256, (*size[::-1], 3), dtype=np.uint8)).save(buffer, "JPEG")
-    return buffer.getvalue()
 
 
 class Counting(Runner):
@@ -166,11 +158,6 @@ def test_freeze_keeps_the_frame_shown_as_an_upload_would(explorer, tmp_path):
     # The analysis of the file sees the pixels the live view saw.
     assert np.array_equal(explorer.start(str(path), SIZE).image, live.frame_image(jpeg(6), SIZE))
     files.close()
-
-
-def page_key(frame: bytes) -> str:
-    """How the page names a frame: the last characters of its ``data:`` URL."""
-    return base64.b64encode(frame).decode("ascii")[-live.FRAME_KEY :]
 
 
 def test_freeze_keeps_the_frame_the_page_names(explorer, tmp_path):

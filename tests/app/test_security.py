@@ -22,6 +22,7 @@ import httpx
 import numpy as np
 import pytest
 import torch
+from camera_clip import jpeg, page_key
 from gradio_client import Client, handle_file
 from PIL import Image
 from raw_api import Outcome, call, default_data, dependency, join, new_session, stream
@@ -341,18 +342,6 @@ def test_what_a_page_script_reports_is_checked(served_app, photo, elem_id, event
     assert_serving(url, photo, explorer.model)
 
 
-def jpeg_bytes(seed: int) -> bytes:
-    buffer = io.BytesIO()
-    pixels = np.random.default_rng(seed).integers(0, 256, (120, 160, 3), dtype=np.uint8)
-    Image.fromarray(pixels).save(buffer, "JPEG")
-    return buffer.getvalue()
-
-
-def page_key(frame: bytes) -> str:
-    """How the page names a frame: the last 24 characters of its ``data:`` URL."""
-    return base64.b64encode(frame).decode("ascii")[-24:]
-
-
 def test_freeze_looks_the_named_frame_up_in_its_own_session_only(served_app) -> None:
     url, _ = served_app
     config = httpx.get(f"{url}config").json()
@@ -381,21 +370,21 @@ def test_freeze_looks_the_named_frame_up_in_its_own_session_only(served_app) -> 
         return httpx.get(outcome.data[0]["url"]).content
 
     mine, theirs = new_session(), new_session()
-    streamed(mine, [jpeg_bytes(1), jpeg_bytes(2), jpeg_bytes(3)])
-    streamed(theirs, [jpeg_bytes(4)])
+    streamed(mine, [jpeg(1), jpeg(2), jpeg(3)])
+    streamed(theirs, [jpeg(4)])
     # The control: the frame the page names is the one frozen, not only the last.
-    assert frozen(mine, page_key(jpeg_bytes(2))) == jpeg_bytes(2)
-    assert frozen(mine, page_key(jpeg_bytes(3))) == jpeg_bytes(3)
+    assert frozen(mine, page_key(jpeg(2))) == jpeg(2)
+    assert frozen(mine, page_key(jpeg(3))) == jpeg(3)
     # Another session's frame, or anything else named, gives this session's last frame.
-    hostile = [page_key(jpeg_bytes(4)), "../../etc/passwd", "/etc/passwd", "A" * 100_000, ""]
+    hostile = [page_key(jpeg(4)), "../../etc/passwd", "/etc/passwd", "A" * 100_000, ""]
     for key in hostile:
-        assert frozen(mine, key) == jpeg_bytes(3), key[:30]
-    assert frozen(theirs, page_key(jpeg_bytes(2))) == jpeg_bytes(4)
+        assert frozen(mine, key) == jpeg(3), key[:30]
+    assert frozen(theirs, page_key(jpeg(2))) == jpeg(4)
     # Not text at all: refused with a message; a session without frames gets one sentence.
     for key in [["x"], {"path": "/etc/passwd"}, 5]:
         outcome = join(url, freeze, [key, None], mine, button)
         assert outcome.success or outcome.error, key
         if outcome.success:
-            assert httpx.get(outcome.data[0]["url"]).content == jpeg_bytes(3)
-    outcome = join(url, freeze, [page_key(jpeg_bytes(2)), None], new_session(), button)
+            assert httpx.get(outcome.data[0]["url"]).content == jpeg(3)
+    outcome = join(url, freeze, [page_key(jpeg(2)), None], new_session(), button)
     assert not outcome.success and "Start the camera" in outcome.error

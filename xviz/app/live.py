@@ -78,14 +78,18 @@ class LiveSession:
     top: list[Prediction] | None = None
     predicted_at: float | None = None  # time.monotonic() of the frame predicted
     predicted_size: int | None = None
-    last_frame: bytes | None = None  # the encoded frame last drawn
-    # The last ``KEPT_FRAMES`` frames drawn, by ``frame_key``, for Freeze to find the one shown.
+    # The last ``KEPT_FRAMES`` encoded frames drawn, by ``frame_key``, oldest first: for Freeze
+    # to find the one shown.
     kept: OrderedDict[str, bytes] = field(default_factory=OrderedDict)
+
+    @property
+    def last_frame(self) -> bytes | None:
+        """The encoded frame last drawn."""
+        return next(reversed(self.kept.values()), None)
 
     def keep(self, frame: bytes) -> str:
         """Keeps ``frame`` as the last drawn; its key, as the page names it."""
         key = frame_key(frame)
-        self.last_frame = frame
         self.kept[key] = frame
         self.kept.move_to_end(key)
         while len(self.kept) > KEPT_FRAMES:
