@@ -33,11 +33,11 @@ STREAMS = 4  # streams served at once; more wait for one to end
 CAMERA = {"video": {"width": {"ideal": 480}, "height": {"ideal": 360}}}
 
 HELP = (
-    "Click the camera's box, then **Record**, to start the stream, and **Stop** to stop it; "
-    "move something in front of the camera and watch the channels respond. **Freeze** opens "
-    "the current frame in the full analysis, as an upload would. The browser asks before it "
-    "shares the camera; if it is refused or there is none, the maps' box says so and every "
-    "other tab still works with uploads."
+    "Click the camera's box, then **Record**, to start the stream, and **Stop** to stop it and "
+    "release the camera; move something in front of the camera and watch the channels respond. "
+    "**Freeze** opens the frame on screen in the full analysis, as an upload would. The browser "
+    "asks before it shares the camera; if it is refused or there is none, the maps' box says so "
+    "and every other tab still works with uploads."
 )
 
 
